@@ -1,0 +1,42 @@
+# The README's commands. Each one sets itself up: a virtual environment under
+# .venv with the CPU build of torch, then the package built in place.
+#   make test    build and run the whole test suite (what CI runs)
+#   make bench   operator benchmarks: medians and speed-up ratios
+#   make wheel   build a wheel into dist/
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+TORCH_VERSION := 2.13.0
+DEPS_STAMP := $(VENV)/.deps-$(TORCH_VERSION)
+# Two cores on the reference machines; ninja would otherwise start more jobs
+# than fit in memory with the torch headers.
+export MAX_JOBS ?= 2
+
+.PHONY: venv install test bench wheel clean
+
+$(DEPS_STAMP): Makefile pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned: an unpinned torch pulled in by another package
+	# would resolve to a multi-GB CUDA build.
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet --disable-pip-version-check \
+	    numpy SimpleITK tqdm pybind11 ninja setuptools wheel pytest pytest-benchmark expecttest
+	touch $@
+
+venv: $(DEPS_STAMP)
+
+install: venv
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation -e .
+
+test: install
+	$(PY) -m pytest -q --benchmark-disable
+
+bench: install
+	$(VENV)/bin/torchlite bench --quick --json runs/bench.json
+
+wheel: venv
+	$(PY) -m pip wheel --no-build-isolation --no-deps -w dist .
+
+clean:
+	rm -rf build dist *.egg-info torchlite/_C*.so

@@ -1,0 +1,23 @@
+"""pytest-benchmark face of the operator benchmark cases.
+
+The cases are defined once in torchlite.bench.cases; `torchlite bench` runs
+them with interleaved timing and prints speed-up ratios, this file runs them
+under pytest-benchmark (`pytest benchmarks/`, compare groups with
+`--benchmark-group-by=group`). The test suite runs it with
+--benchmark-disable, which calls each case once, so no case can rot.
+"""
+
+import pytest
+
+from torchlite.bench import registry
+
+CASES = registry.all_cases()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.group} | {c.name}" for c in CASES])
+def test_operator_case(benchmark, case):
+    fn = case.make(False, "cpu")
+    benchmark.group = case.group
+    benchmark.extra_info["nbytes"] = case.nbytes
+    result = benchmark(fn)
+    assert result is not None

@@ -1,0 +1,66 @@
+"""The benchmark runner's bookkeeping (not timings: those are never asserted)."""
+
+import json
+
+import pytest
+
+from torchlite.bench import registry, runner
+from torchlite.bench.registry import Case
+
+
+def _noop_case(group, name, targets=None):
+    return Case(group=group, name=name, make=lambda quick, device: (lambda: 1), targets=targets or {})
+
+
+def test_targets_compare_medians_within_a_group():
+    cases = [_noop_case("g", "ref"), _noop_case("g", "op", {"ref": 3.0}), _noop_case("h", "op", {"ref": 1.0})]
+    results = [
+        runner.CaseResult("g", "ref", 0.030, 0.029, 0.031, 10, None),
+        runner.CaseResult("g", "op", 0.010, 0.009, 0.011, 10, None),
+        runner.CaseResult("h", "op", 0.010, 0.009, 0.011, 10, None),
+    ]
+    targets = runner.evaluate_targets(cases, results)
+    assert targets[0].got == pytest.approx(3.0) and targets[0].met
+    # A target whose "versus" case is in another group cannot be computed.
+    assert targets[1].got is None and not targets[1].met
+    table = runner.format_table(results, targets)
+    assert "3.00x" in table and "MISSED" in table
+
+
+def test_run_group_measures_every_case_and_json_roundtrips():
+    calls = {"a": 0, "b": 0}
+
+    def make(name):
+        def _make(quick, device):
+            def fn():
+                calls[name] += 1
+                return name
+            return fn
+        return _make
+
+    cases = [Case("g", "a", make("a")), Case("g", "b", make("b"), targets={"a": 0.0}, nbytes=1000)]
+    results = runner.run_group(cases, quick=True, device="cpu", min_round_s=0.0)
+    assert [r.name for r in results] == ["a", "b"]
+    assert calls["a"] >= 7 and calls["b"] >= 7
+    assert results[1].gbps is not None and results[0].gbps is None
+    doc = json.loads(runner.to_json(runner.machine_info("cpu"), results, runner.evaluate_targets(cases, results)))
+    assert doc["targets"][0]["met"] is True
+    assert {r["name"] for r in doc["results"]} == {"a", "b"}
+
+
+def test_registry_rejects_duplicates():
+    c = _noop_case("dup-group-for-test", "x")
+    registry.register(c)
+    try:
+        with pytest.raises(ValueError, match="twice"):
+            registry.register(c)
+    finally:
+        registry._CASES.remove(c)
+
+
+def test_every_registered_target_names_a_case_of_its_group():
+    cases = registry.all_cases()
+    names = {(c.group, c.name) for c in cases}
+    for c in cases:
+        for versus in c.targets:
+            assert (c.group, versus) in names, f"{c.group}/{c.name} targets unknown case {versus!r}"

@@ -1,0 +1,5 @@
+import sys
+
+from torchlite.cli import main
+
+sys.exit(main())

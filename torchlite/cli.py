@@ -1,0 +1,49 @@
+"""`torchlite <command>`: the command-line entry point.
+
+Each command lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int``; this file only wires them up, importing a command's
+module when that command runs so `torchlite --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# command name -> (module, one-line help)
+COMMANDS = {
+    "bench": ("torchlite.bench.command", "benchmark the operators against their plain-PyTorch references"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from torchlite import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="torchlite",
+        description="Lung nodule detection in chest CT with custom PyTorch operators.",
+    )
+    parser.add_argument("--version", action="version", version=f"torchlite {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        importlib.import_module(module).add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(importlib.import_module(args._module).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Small utilities shared across torchlite (no torch-operator code here)."""
