@@ -7,7 +7,7 @@ from torchlite.cli import build_parser
 
 def test_help_lists_commands():
     text = build_parser().format_help()
-    assert "bench" in text
+    assert "bench" in text and "synth" in text
 
 
 def test_version_and_module_entry_point():

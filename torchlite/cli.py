@@ -14,6 +14,7 @@ import sys
 
 # command name -> (module, one-line help)
 COMMANDS = {
+    "synth": ("torchlite.data.synth.command", "write a synthetic dataset in the LUNA16 on-disk format"),
     "bench": ("torchlite.bench.command", "benchmark the operators against their plain-PyTorch references"),
 }
 
