@@ -1,9 +1,11 @@
 // Every torchlite operator schema, in one place.
 //
-// Kernels live in cpu/ and cuda/ (TORCH_LIBRARY_IMPL per dispatch key); fake
-// (meta) kernels and autograd formulas are registered from Python in
-// torchlite/ops/. The C++ program in cpp_app/ links this file too, so the
-// schemas here are the single source of truth for both worlds.
+// Kernels live in cpu/ and cuda/ (TORCH_LIBRARY_IMPL per dispatch key);
+// autograd kernels in autograd/ (C++, so the C++ program has them too and the
+// small per-sample arithmetic costs no Python); fake (meta) kernels are
+// registered from Python in torchlite/ops/. The C++ program (cpp_app/, issue
+// 6) is to link this same file, so these schemas are the single source of
+// truth for Python and C++ alike.
 #include <torch/library.h>
 
 TORCH_LIBRARY(torchlite, m) {
@@ -48,5 +50,18 @@ TORCH_LIBRARY(torchlite, m) {
   // w * dice(pred * label, label).
   m.def(
       "dice_loss(Tensor pred, Tensor label, float eps=1., float fn_weight=0.) -> Tensor",
+      {at::Tag::pt2_compliant_tag});
+  // dice_loss's autograd halves, glued by a C++ autograd kernel
+  // (csrc/autograd/dice_loss_autograd.cpp): the forward also returns the
+  // per-sample sums (N,4) = (sum p*l, sum p, sum l, sum p*l^2) that the
+  // one-pass backward needs; the backward returns
+  // d(sum_n grad[n] * loss[n]) / d pred in `dtype` (pred's dtype).
+  m.def(
+      "_dice_loss_forward(Tensor pred, Tensor label, float eps, float fn_weight) "
+      "-> (Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
+  m.def(
+      "_dice_loss_backward(Tensor grad, Tensor sums, Tensor label, float eps, "
+      "float fn_weight, ScalarType dtype) -> Tensor",
       {at::Tag::pt2_compliant_tag});
 }
