@@ -15,6 +15,7 @@ import sys
 # command name -> (module, one-line help)
 COMMANDS = {
     "synth": ("torchlite.data.synth.command", "write a synthetic dataset in the LUNA16 on-disk format"),
+    "train": ("torchlite.train.command", "train the nodule classifier, segmentation or malignancy model"),
     "bench": ("torchlite.bench.command", "benchmark the operators against their plain-PyTorch references"),
 }
 
