@@ -4,7 +4,10 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/BFloat16.h>
 #include <c10/util/Exception.h>
+#include <c10/util/Half.h>
+#include <c10/util/accumulate.h>
 
 #include <cmath>
 
@@ -73,6 +76,28 @@ inline void check_backward_inputs(const at::Tensor& grad,
   TORCH_CHECK(sums.dim() == 2 && sums.size(0) == n && sums.size(1) == 4,
               "torchlite._dice_loss_backward: `sums` must have shape (", n,
               ", 4), got ", sums.sizes());
+}
+
+// Calls f with a null pointer of the label's C++ type (the type is the
+// point); one switch for the CPU and CUDA launchers alike.
+template <typename F>
+void dispatch_label(const at::Tensor& label, F&& f) {
+  switch (label.scalar_type()) {
+    case at::kBool: return f(static_cast<bool*>(nullptr));
+    case at::kByte: return f(static_cast<uint8_t*>(nullptr));
+    case at::kHalf: return f(static_cast<c10::Half*>(nullptr));
+    case at::kBFloat16: return f(static_cast<c10::BFloat16*>(nullptr));
+    case at::kFloat: return f(static_cast<float*>(nullptr));
+    case at::kDouble: return f(static_cast<double*>(nullptr));
+    default:
+      TORCH_CHECK(false, "torchlite.dice_loss: unsupported label dtype ",
+                  label.scalar_type());
+  }
+}
+
+// Elements per sample: the product of all but the batch dimension.
+inline int64_t per_sample(const at::Tensor& t) {
+  return c10::multiply_integers(t.sizes().begin() + 1, t.sizes().end());
 }
 
 }  // namespace dice

@@ -140,26 +140,6 @@ TL_DICE_CLONES void grad_units(const L* label, const acc_t* coeffs, int64_t m,
   }
 }
 
-// Calls f with a null pointer of the label's C++ type (the type is the point).
-template <typename F>
-void dispatch_label(const at::Tensor& label, F&& f) {
-  switch (label.scalar_type()) {
-    case at::kBool: return f(static_cast<bool*>(nullptr));
-    case at::kByte: return f(static_cast<uint8_t*>(nullptr));
-    case at::kHalf: return f(static_cast<c10::Half*>(nullptr));
-    case at::kBFloat16: return f(static_cast<c10::BFloat16*>(nullptr));
-    case at::kFloat: return f(static_cast<float*>(nullptr));
-    case at::kDouble: return f(static_cast<double*>(nullptr));
-    default:
-      TORCH_CHECK(false, "torchlite.dice_loss: unsupported label dtype ",
-                  label.scalar_type());
-  }
-}
-
-int64_t per_sample(const at::Tensor& t) {
-  return c10::multiply_integers(t.sizes().begin() + 1, t.sizes().end());
-}
-
 int64_t grain_units(int64_t m) {
   const int64_t unit = std::max<int64_t>(1, std::min(kChunk, m));
   return std::max<int64_t>(1, kMinTaskElems / unit);
@@ -170,7 +150,7 @@ std::tuple<at::Tensor, at::Tensor> dice_loss_forward_cpu(
     double fn_weight) {
   dice::check_forward_inputs(pred, label, eps, fn_weight);
   const int64_t n = pred.size(0);
-  const int64_t m = per_sample(pred);
+  const int64_t m = dice::per_sample(pred);
   const auto opts = pred.options().dtype(dice::acc_dtype(pred.scalar_type()));
   at::Tensor loss = at::empty({n}, opts);
   at::Tensor sums = at::empty({n, kDiceNumSums}, opts);
@@ -182,7 +162,7 @@ std::tuple<at::Tensor, at::Tensor> dice_loss_forward_cpu(
       at::kHalf, at::kBFloat16, pred.scalar_type(), "dice_loss", [&] {
         using P = scalar_t;
         using acc_t = at::opmath_type<P>;
-        dispatch_label(l, [&](auto* tag) {
+        dice::dispatch_label(l, [&](auto* tag) {
           using L = std::remove_pointer_t<decltype(tag)>;
           std::vector<acc_t> partial(n * chunks * kDiceNumSums);
           const P* pp = p.const_data_ptr<P>();
@@ -227,7 +207,7 @@ at::Tensor dice_loss_backward_cpu(const at::Tensor& grad,
   dice::check_backward_inputs(grad, sums, label, dtype);
   at::Tensor out = at::empty(label.sizes(), label.options().dtype(dtype));
   const int64_t n = label.size(0);
-  const int64_t m = per_sample(label);
+  const int64_t m = dice::per_sample(label);
   if (out.numel() == 0) return out;
   const at::Tensor l = label.contiguous();
   const int64_t chunks = (m + kChunk - 1) / kChunk;
@@ -250,7 +230,7 @@ at::Tensor dice_loss_backward_cpu(const at::Tensor& grad,
           coeffs[3 * i + 1] = acc_t(c.d_p);
           coeffs[3 * i + 2] = acc_t(c.d_b);
         }
-        dispatch_label(l, [&](auto* tag) {
+        dice::dispatch_label(l, [&](auto* tag) {
           using L = std::remove_pointer_t<decltype(tag)>;
           const L* lp = static_cast<const L*>(l.const_data_ptr());
           P* op = out.mutable_data_ptr<P>();

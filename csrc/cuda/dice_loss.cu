@@ -141,25 +141,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <typename F>
-void dispatch_label(const at::Tensor& label, F&& f) {
-  switch (label.scalar_type()) {
-    case at::kBool: return f(static_cast<bool*>(nullptr));
-    case at::kByte: return f(static_cast<uint8_t*>(nullptr));
-    case at::kHalf: return f(static_cast<c10::Half*>(nullptr));
-    case at::kBFloat16: return f(static_cast<c10::BFloat16*>(nullptr));
-    case at::kFloat: return f(static_cast<float*>(nullptr));
-    case at::kDouble: return f(static_cast<double*>(nullptr));
-    default:
-      TORCH_CHECK(false, "torchlite.dice_loss: unsupported label dtype ",
-                  label.scalar_type());
-  }
-}
-
-int64_t per_sample(const at::Tensor& t) {
-  return c10::multiply_integers(t.sizes().begin() + 1, t.sizes().end());
-}
-
 unsigned int grid_size(int64_t blocks) {
   TORCH_CHECK(blocks <= INT_MAX, "torchlite.dice_loss: input too large (",
               blocks, " chunks of ", kChunk, " elements)");
@@ -172,7 +153,7 @@ std::tuple<at::Tensor, at::Tensor> dice_loss_forward_cuda(
   dice::check_forward_inputs(pred, label, eps, fn_weight);
   const c10::cuda::CUDAGuard device_guard(pred.device());
   const int64_t n = pred.size(0);
-  const int64_t m = per_sample(pred);
+  const int64_t m = dice::per_sample(pred);
   const auto opts = pred.options().dtype(dice::acc_dtype(pred.scalar_type()));
   at::Tensor loss = at::empty({n}, opts);
   at::Tensor sums = at::empty({n, kDiceNumSums}, opts);
@@ -186,7 +167,7 @@ std::tuple<at::Tensor, at::Tensor> dice_loss_forward_cuda(
       at::kHalf, at::kBFloat16, pred.scalar_type(), "dice_loss", [&] {
         using P = scalar_t;
         using acc_t = at::opmath_type<P>;
-        dispatch_label(l, [&](auto* tag) {
+        dice::dispatch_label(l, [&](auto* tag) {
           using L = std::remove_pointer_t<decltype(tag)>;
           if (chunks > 0) {
             dice_partial_kernel<acc_t, P, L>
@@ -219,7 +200,7 @@ at::Tensor dice_loss_backward_cuda(const at::Tensor& grad,
   at::Tensor out = at::empty(label.sizes(), label.options().dtype(dtype));
   if (out.numel() == 0) return out;
   const int64_t n = label.size(0);
-  const int64_t m = per_sample(label);
+  const int64_t m = dice::per_sample(label);
   const at::Tensor l = label.contiguous();
   const at::Tensor g = grad.contiguous();
   const at::Tensor s = sums.contiguous();
@@ -229,7 +210,7 @@ at::Tensor dice_loss_backward_cuda(const at::Tensor& grad,
       at::kHalf, at::kBFloat16, dtype, "_dice_loss_backward", [&] {
         using P = scalar_t;
         using acc_t = at::opmath_type<P>;
-        dispatch_label(l, [&](auto* tag) {
+        dice::dispatch_label(l, [&](auto* tag) {
           using L = std::remove_pointer_t<decltype(tag)>;
           dice_grad_kernel<acc_t, P, L>
               <<<grid_size(n * chunks), kThreads, 0, stream>>>(
