@@ -6,6 +6,7 @@ the loop (:mod:`torchlite.train.loop`) does the rest the same way for all.
 
 from __future__ import annotations
 
+import abc
 import argparse
 import logging
 from dataclasses import dataclass
@@ -113,7 +114,7 @@ class SegmentationAccumulator:
         return out
 
 
-class Task:
+class Task(abc.ABC):
     """Base of the three tasks; ``name`` is the subcommand."""
 
     name: str
@@ -127,11 +128,13 @@ class Task:
     def best_metric(self) -> str:
         return self.defaults.best_metric
 
+    @abc.abstractmethod
     def build_model(self) -> nn.Module:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def datasets(self, source: LunaSource):
-        raise NotImplementedError
+        ...
 
     def batch_augment(self, train_ds, rank: int):
         """An object with ``set_epoch(e)`` and ``__call__`` applied to training
@@ -141,8 +144,9 @@ class Task:
     def val_batch_size(self) -> int:
         return self.args.batch_size
 
+    @abc.abstractmethod
     def step(self, model: nn.Module, batch, device: torch.device, augment=None, keep_images: bool = False) -> Step:
-        raise NotImplementedError
+        ...
 
     def channels_last(self) -> bool:
         """Whether the model runs in channels-last memory format (--memory-format)."""

@@ -43,6 +43,7 @@ What changes, and why:
 
 from __future__ import annotations
 
+import abc
 import os
 from typing import TYPE_CHECKING, ClassVar, NamedTuple, Sequence
 
@@ -101,7 +102,7 @@ def _check_size(size) -> tuple[int, int, int]:
     return tuple(int(s) for s in size)
 
 
-class PatchDataset(Dataset):
+class PatchDataset(Dataset, abc.ABC):
     """Base of CandidateDataset and MalignancyDataset (see the module doc).
 
     Subclasses set ``style`` (which candidate list of the source) and
@@ -153,17 +154,21 @@ class PatchDataset(Dataset):
         self._length = epoch_samples if (epoch_samples is not None and not self.val) else self._default_length()
 
     # --- subclass hooks ---------------------------------------------------------
+    @abc.abstractmethod
     def _make_lists(self) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _default_length(self) -> int:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _locate(self, ndx: int) -> tuple[str, int]:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def _label(self, row: int) -> int:
-        raise NotImplementedError
+        ...
 
     def _require(self, **lists: np.ndarray) -> None:
         for name, rows in lists.items():
