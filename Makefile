@@ -21,7 +21,7 @@ $(DEPS_STAMP): Makefile pyproject.toml
 	# would resolve to a multi-GB CUDA build.
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
 	$(PY) -m pip install --quiet --disable-pip-version-check \
-	    numpy SimpleITK tqdm tensorboard pybind11 ninja setuptools wheel pytest pytest-benchmark expecttest
+	    numpy SimpleITK tqdm tensorboard scipy matplotlib pybind11 ninja setuptools wheel pytest pytest-benchmark expecttest
 	touch $@
 
 venv: $(DEPS_STAMP)
@@ -40,3 +40,27 @@ wheel: venv
 
 clean:
 	rm -rf build dist *.egg-info torchlite/_C*.so
+
+# --- C++ (issue 6): the operator library and cpp_app/ against the LibTorch
+# inside the installed torch, configured and built incrementally in build/cpp.
+#   make cpp    build/torchlite-mhd-info (later build/torchlite-app)
+#   make fuzz   the .mhd reader's fuzz target, run for FUZZ_SECONDS
+CPP_BUILD    := build/cpp
+FUZZ_SECONDS ?= 60
+
+.PHONY: cpp fuzz
+
+cpp: venv
+	cmake -S . -B $(CPP_BUILD) -DCMAKE_BUILD_TYPE=Release \
+	    -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+	cmake --build $(CPP_BUILD) -j $(MAX_JOBS)
+	ln -sf cpp/torchlite-mhd-info build/torchlite-mhd-info
+
+# libFuzzer when the compiler has it (clang), else the target's own random
+# mutation loop (gcc); both under AddressSanitizer and UBSan. A crash leaves
+# its input in $(CPP_BUILD)/crash-*.
+fuzz: cpp
+	cmake --build $(CPP_BUILD) --target fuzz_mhd_header -j $(MAX_JOBS)
+	mkdir -p $(CPP_BUILD)/fuzz_corpus
+	$(CPP_BUILD)/fuzz_mhd_header -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(CPP_BUILD)/ \
+	    $(CPP_BUILD)/fuzz_corpus $(CPP_BUILD)/fuzz_seeds

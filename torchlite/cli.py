@@ -16,6 +16,10 @@ import sys
 COMMANDS = {
     "synth": ("torchlite.data.synth.command", "write a synthetic dataset in the LUNA16 on-disk format"),
     "train": ("torchlite.train.command", "train the nodule classifier, segmentation or malignancy model"),
+    "analyze": ("torchlite.analysis.analyze_command", "find nodules in whole scans: detections CSV, report, views"),
+    "evaluate": ("torchlite.analysis.evaluate_command",
+                 "score detections against a LUNA16 folder: FROC/CPM, malignancy AUC, confusion table"),
+    "demo": ("torchlite.demo", "the whole system on synthetic data: synth, train, analyze, evaluate"),
     "bench": ("torchlite.bench.command", "benchmark the operators against their plain-PyTorch references"),
 }
 

@@ -212,3 +212,35 @@ def read_annotations(path: str | os.PathLike) -> list[AnnotationRow]:
 def read_malignancy_annotations(path: str | os.PathLike) -> list[MalignancyRow]:
     """Rows of the book's annotations_with_malignancy.csv, in file order."""
     return _read(path, MALIGNANCY_COLUMNS, _malignancy)
+
+
+# --- Appended for torchlite.analysis (evaluation): readers of the other CSVs
+# the LUNA16 evaluation uses, with the same error reporting. ---
+
+CsvRow = _Row  # the row type a `read_rows` parser receives: .text, .number, .has, .error
+
+
+def optional_number(row: _Row, field: str) -> float | None:
+    """The finite number in ``field``, or None when the column is absent or the value empty."""
+    if not row.has(field) or not row.values[row.index[field]].strip():
+        return None
+    return row.number(field)
+
+
+def read_rows(path: str | os.PathLike, required: tuple[str, ...], parse: Callable[[_Row], object]) -> list:
+    """``parse(row)`` of each data row of a CSV whose header holds ``required``
+    (missing columns, bad values and ragged rows raise :class:`LunaCsvError`)."""
+    return _read(path, required, parse)
+
+
+def _excluded_annotation(row: _Row) -> AnnotationRow:
+    # LUNA16's annotations_excluded.csv writes -1 where a finding has no measured diameter.
+    return AnnotationRow(row.text("seriesuid"), row.xyz(), row.number("diameter_mm"))
+
+
+def read_excluded_annotations(path: str | os.PathLike) -> list[AnnotationRow]:
+    """Rows of LUNA16's annotations_excluded.csv (findings that are not scored:
+    nodules < 3 mm, non-nodules, nodules fewer than 3 of the 4 radiologists
+    marked), in file order. Same columns as annotations.csv, but ``diameter_mm``
+    may be negative (-1: not measured)."""
+    return _read(path, ANNOTATION_COLUMNS, _excluded_annotation)

@@ -14,17 +14,10 @@ import logging
 import os
 from pathlib import Path
 
+from torchlite.data.synth.default import DEFAULT_SYNTH_SCANS
 from torchlite.train.config import DEFAULTS, TASKS
 
 log = logging.getLogger(__name__)
-
-DEFAULT_SYNTH_SCANS = 20
-
-
-def _default_data_dir() -> Path:
-    base = os.environ.get("TORCHLITE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "torchlite")
-    return Path(base) / f"synth-small-{DEFAULT_SYNTH_SCANS}"
-
 
 def _per_task(field: str) -> str:
     return ", ".join(f"{t} {getattr(DEFAULTS[t], field)}" for t in TASKS)
@@ -114,16 +107,10 @@ def _fill_defaults(args: argparse.Namespace) -> None:
 
 
 def _data(args: argparse.Namespace, world) -> Path:
-    if args.data is not None:
-        return Path(args.data)
-    root = _default_data_dir()
-    if world.is_main and not (root / "candidates.csv").is_file():
-        from torchlite.data.synth import generate_dataset
+    from torchlite.data.synth.default import resolve_data_dir
 
-        log.info("no --data: writing the synthetic default dataset to %s", root)
-        generate_dataset(root, DEFAULT_SYNTH_SCANS, seed=0, size="small", overwrite=True,
-                         progress=not args.no_progress)
-    return root
+    # Only rank 0 writes the default dataset; the others wait at a barrier.
+    return resolve_data_dir(args.data, create=world.is_main, progress=not args.no_progress)
 
 
 def run(args: argparse.Namespace) -> int:

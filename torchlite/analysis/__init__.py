@@ -1,0 +1,1 @@
+"""Whole-scan analysis and its evaluation."""
