@@ -21,7 +21,7 @@ $(DEPS_STAMP): Makefile pyproject.toml
 	# would resolve to a multi-GB CUDA build.
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
 	$(PY) -m pip install --quiet --disable-pip-version-check \
-	    numpy SimpleITK tqdm tensorboard scipy matplotlib pybind11 ninja setuptools wheel pytest pytest-benchmark expecttest
+	    numpy SimpleITK tqdm tensorboard scipy matplotlib fastapi uvicorn python-multipart httpx pybind11 ninja setuptools wheel pytest pytest-benchmark expecttest
 	touch $@
 
 venv: $(DEPS_STAMP)

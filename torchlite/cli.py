@@ -19,6 +19,7 @@ COMMANDS = {
     "analyze": ("torchlite.analysis.analyze_command", "find nodules in whole scans: detections CSV, report, views"),
     "evaluate": ("torchlite.analysis.evaluate_command",
                  "score detections against a LUNA16 folder: FROC/CPM, malignancy AUC, confusion table"),
+    "serve": ("torchlite.serve.command", "HTTP service: analyze uploaded scans, classify crops with request batching"),
     "demo": ("torchlite.demo", "the whole system on synthetic data: synth, train, analyze, evaluate"),
     "bench": ("torchlite.bench.command", "benchmark the operators against their plain-PyTorch references"),
 }
