@@ -36,3 +36,15 @@ def test_atomic_save_torch_roundtrip(tmp_path):
     atomic_save_torch(obj, tmp_path / "m.pt")
     back = torch.load(tmp_path / "m.pt")
     assert back["epoch"] == 3 and torch.equal(back["w"], obj["w"])
+
+
+def test_file_mode_follows_the_umask_like_open(tmp_path):
+    old = os.umask(0o027)
+    try:
+        with atomic_write(tmp_path / "a.txt", "w") as f:
+            f.write("x")
+        with open(tmp_path / "b.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o640

@@ -20,6 +20,7 @@ COMMANDS = {
     "evaluate": ("torchlite.analysis.evaluate_command",
                  "score detections against a LUNA16 folder: FROC/CPM, malignancy AUC, confusion table"),
     "serve": ("torchlite.serve.command", "HTTP service: analyze uploaded scans, classify crops with request batching"),
+    "export": ("torchlite.export.command", "export the models as TorchScript and AOTInductor packages for C++"),
     "demo": ("torchlite.demo", "the whole system on synthetic data: synth, train, analyze, evaluate"),
     "bench": ("torchlite.bench.command", "benchmark the operators against their plain-PyTorch references"),
 }

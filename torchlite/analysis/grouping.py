@@ -29,6 +29,8 @@ from torchlite.data.datasets.patch_dataset import HU_CLIP
 FACE_CONNECTIVITY = ndimage.generate_binary_structure(3, 1)
 IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
 IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)
+# Center-of-mass weight = clip(HU) + this: air (-1000 HU) weighs 1, never 0.
+WEIGHT_OFFSET_HU = 1001.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,11 @@ class VoxelGroup:
     center_irc: np.ndarray  # (3,) float64, weighted center of mass in voxel coordinates
     voxels: int  # voxels in the eroded group
     diameter_mm: float  # equivalent-sphere diameter, see estimate_diameter_mm
+
+
+def nearest_voxel(centers_irc: np.ndarray) -> np.ndarray:
+    """The voxel a crop is centered on: round half up, as ``Geometry.xyz_to_irc`` rounds."""
+    return np.floor(np.asarray(centers_irc, dtype=np.float64) + 0.5).astype(np.int64)
 
 
 def estimate_diameter_mm(voxels: int, spacing_irc: np.ndarray) -> float:
@@ -58,7 +65,7 @@ def group_voxels(probability: np.ndarray, hu: np.ndarray, spacing_irc, *, thresh
     if count == 0:
         return []
     index = np.arange(1, count + 1)
-    weights = np.clip(hu, *HU_CLIP).astype(np.float64) + 1001.0
+    weights = np.clip(hu, *HU_CLIP).astype(np.float64) + WEIGHT_OFFSET_HU
     centers = np.asarray(ndimage.center_of_mass(weights, labels=labels, index=index), dtype=np.float64).reshape(count, 3)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     spacing_irc = np.asarray(spacing_irc, dtype=np.float64)

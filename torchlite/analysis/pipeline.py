@@ -17,7 +17,7 @@ import torch
 
 from torchlite.analysis.bundle import ModelBundle
 from torchlite.analysis.classify import crop_candidates, positive_probability
-from torchlite.analysis.grouping import group_voxels
+from torchlite.analysis.grouping import group_voxels, nearest_voxel
 from torchlite.analysis.segment import segment_volume
 from torchlite.data.scan import CtScan
 
@@ -92,8 +92,7 @@ def analyze_scan(scan: CtScan, bundle: ModelBundle, config: AnalysisConfig = Ana
     detections: list[ScanDetection] = []
     if groups:
         centers = np.stack([g.center_irc for g in groups])
-        # Crops are centered on the voxel nearest the center of mass (round half up, as xyz_to_irc does).
-        crops = crop_candidates(volume, torch.from_numpy(np.floor(centers + 0.5).astype(np.int64)))
+        crops = crop_candidates(volume, torch.from_numpy(nearest_voxel(centers)))
         nodule = positive_probability(bundle.cls, crops, batch_size=config.cls_batch_size, device=bundle.device)
         watch.lap("classify")
         malignant = (positive_probability(bundle.mal, crops, batch_size=config.cls_batch_size, device=bundle.device)

@@ -16,6 +16,9 @@ from tqdm import tqdm
 from torchlite.data.datasets.patch_dataset import HU_CLIP
 
 CONTEXT = 3  # slices each side; UNetWrapper takes 2 * CONTEXT + 1 channels
+# The U-Net pools twice by 2 (depth 3): on other sides its output shrinks, so
+# slices are padded with air up to a multiple of this, and the output cropped.
+SIDE_MULTIPLE = 4
 
 
 def context_indices(start: int, stop: int, depth: int) -> torch.Tensor:
@@ -42,13 +45,17 @@ def segment_volume(volume: torch.Tensor, model: nn.Module, *, batch_size: int = 
     device = torch.device(device)
     if channels_last is None:
         channels_last = device.type == "cpu"  # oneDNN's faster layout for these convolutions
-    depth = volume.shape[0]
+    depth, height, width = volume.shape
+    pad_h, pad_w = -height % SIDE_MULTIPLE, -width % SIDE_MULTIPLE
     out = torch.empty(volume.shape, dtype=torch.float32)
     starts = range(0, depth, batch_size)
     for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
         stop = min(start + batch_size, depth)
-        x = slices_with_context(volume, start, stop).to(device, non_blocking=True)
+        x = slices_with_context(volume, start, stop)
+        if pad_h or pad_w:
+            x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), value=HU_CLIP[0])
+        x = x.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out[start:stop] = model(x)[:, 0].float().cpu()
+        out[start:stop] = model(x)[:, 0, :height, :width].float().cpu()
     return out
