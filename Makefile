@@ -1,5 +1,6 @@
 # The README's commands. Each one sets itself up: a virtual environment under
 # .venv with the CPU build of torch, then the package built in place.
+#   make demo    the main job: synthetic data -> train -> analyze -> evaluate (runs/demo/)
 #   make test    build and run the whole test suite (what CI runs)
 #   make bench   operator benchmarks: medians and speed-up ratios
 #   make wheel   build a wheel into dist/
@@ -13,7 +14,7 @@ DEPS_STAMP := $(VENV)/.deps-$(TORCH_VERSION)
 # than fit in memory with the torch headers.
 export MAX_JOBS ?= 2
 
-.PHONY: venv install test bench wheel clean
+.PHONY: venv install demo test bench wheel clean
 
 $(DEPS_STAMP): Makefile pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +30,9 @@ venv: $(DEPS_STAMP)
 install: venv
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation -e .
 
+demo: install
+	$(VENV)/bin/torchlite demo
+
 test: install
 	$(PY) -m pytest -q --benchmark-disable
 
@@ -43,7 +47,7 @@ clean:
 
 # --- C++ (issue 6): the operator library and cpp_app/ against the LibTorch
 # inside the installed torch, configured and built incrementally in build/cpp.
-#   make cpp    build/torchlite-mhd-info (later build/torchlite-app)
+#   make cpp    build/torchlite-mhd-info and build/torchlite-app
 #   make fuzz   the .mhd reader's fuzz target, run for FUZZ_SECONDS
 CPP_BUILD    := build/cpp
 FUZZ_SECONDS ?= 60
@@ -55,6 +59,7 @@ cpp: venv
 	    -DCMAKE_PREFIX_PATH="$$($(PY) -c 'import torch; print(torch.utils.cmake_prefix_path)')"
 	cmake --build $(CPP_BUILD) -j $(MAX_JOBS)
 	ln -sf cpp/torchlite-mhd-info build/torchlite-mhd-info
+	ln -sf cpp/torchlite-app build/torchlite-app
 
 # libFuzzer when the compiler has it (clang), else the target's own random
 # mutation loop (gcc); both under AddressSanitizer and UBSan. A crash leaves

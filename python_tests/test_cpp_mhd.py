@@ -8,30 +8,24 @@ geometry, and for broken files the contract of issue 6: exit status 2 and one
 
 The C++ targets are built once per session with CMake into build/cpp (the
 folder `make cpp` uses, so reruns are incremental; TORCHLITE_CPP_BUILD names
-another). The first build compiles the operator library (~1.5-2 min on 2 cores).
+another): python_tests/_cpp_build.py, shared with test_cpp_app.py.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-import os
-import shutil
 import subprocess
-import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
+from _cpp_build import cpp_build_dir
 from torchlite.data import metaimage as py_reader
 from torchlite.data.synth import generate_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
-BUILD = Path(os.environ.get("TORCHLITE_CPP_BUILD", ROOT / "build" / "cpp"))
-TARGETS = ("torchlite-mhd-info", "fuzz_mhd_header")
 EXIT_BAD_INPUT = 2
 
 
@@ -41,22 +35,8 @@ def _run(cmd, **kw):
 
 @pytest.fixture(scope="session")
 def cpp_build():
-    """Configure and build the C++ targets once; the binaries' folder."""
-    if shutil.which("cmake") is None:
-        pytest.skip("cmake is not installed: the C++ program cannot be built")
-    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
-    if not compiler:
-        pytest.skip("no C++ compiler (c++, g++ or clang++) found: the C++ program cannot be built")
-    t0 = time.perf_counter()
-    configure = _run(["cmake", "-S", ROOT, "-B", BUILD, "-DCMAKE_BUILD_TYPE=Release",
-                      f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"])
-    if configure.returncode != 0:
-        pytest.fail(f"cmake configure failed:\n{configure.stdout[-3000:]}\n{configure.stderr[-3000:]}")
-    build = _run(["cmake", "--build", BUILD, "--target", *TARGETS, "-j", "2"])
-    if build.returncode != 0:
-        pytest.fail(f"cmake build failed:\n{build.stdout[-5000:]}\n{build.stderr[-5000:]}")
-    print(f"C++ configure + build: {time.perf_counter() - t0:.1f} s")
-    return BUILD
+    """Configure and build the C++ targets once (shared with test_cpp_app.py); the binaries' folder."""
+    return cpp_build_dir()
 
 
 def mhd_info(build: Path, *args, voxels_out: Path | None = None):
