@@ -24,7 +24,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
+#include "json.h"
 #include "metaimage.h"
 
 namespace {
@@ -34,37 +36,19 @@ using torchlite::app::MetaImage;
 constexpr int kExitBadInput = 2;
 constexpr int kExitInternal = 1;
 
-std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (const char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += ch;
-    } else if (c < 0x20) {
-      char esc[8];
-      std::snprintf(esc, sizeof esc, "\\u%04x", c);
-      out += esc;
-    } else {
-      out += ch;
-    }
-  }
-  return out + "\"";
-}
-
-// JSON has no NaN or infinity: those become null.
-std::string json_number(double v) {
-  if (!std::isfinite(v)) return "null";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
-  return buf;
-}
+using torchlite::app::json_number;
+using torchlite::app::json_quote;
 
 template <typename Array>
 std::string json_array(const Array& values) {
   std::string out = "[";
   for (size_t i = 0; i < values.size(); ++i) {
-    out += (i ? ", " : "") + json_number(static_cast<double>(values[i]));
+    using Value = std::decay_t<decltype(values[i])>;
+    if constexpr (std::is_integral_v<Value>) {  // sizes stay integers ("80", not "80.0")
+      out += (i ? ", " : "") + std::to_string(values[i]);
+    } else {
+      out += (i ? ", " : "") + json_number(static_cast<double>(values[i]));
+    }
   }
   return out + "]";
 }
@@ -72,16 +56,16 @@ std::string json_array(const Array& values) {
 std::string header_json(const MetaImage& m) {
   std::string out = "{\n";
   auto field = [&](const char* key, const std::string& value) {
-    out += std::string("  ") + json_string(key) + ": " + value + ",\n";
+    out += std::string("  ") + json_quote(key) + ": " + value + ",\n";
   };
-  field("header", json_string(m.header_path.string()));
-  field("data_file", json_string(m.data_path.string()));
+  field("header", json_quote(m.header_path.string()));
+  field("data_file", json_quote(m.data_path.string()));
   field("size_xyz", json_array(m.size_xyz));
   field("shape_zyx", json_array(m.shape_zyx()));
   field("spacing", json_array(m.spacing));
   field("origin", json_array(m.origin));
   field("direction", json_array(m.direction));
-  field("element_type", json_string(m.element_type));
+  field("element_type", json_quote(m.element_type));
   field("element_size", std::to_string(m.element_size));
   field("msb", m.msb ? "true" : "false");
   field("compressed", m.compressed ? "true" : "false");
@@ -97,7 +81,7 @@ std::string stats_json(const at::Tensor& volume) {
   // The sum in float64 (no float64 copy of the volume): exact for integer CT
   // data, so it compares with numpy's.
   const double sum = volume.sum(at::kDouble).item<double>();
-  std::string out = "  \"dtype\": " + json_string(volume.scalar_type() == at::kShort ? "int16" : "float32") + ",\n";
+  std::string out = "  \"dtype\": " + json_quote(volume.scalar_type() == at::kShort ? "int16" : "float32") + ",\n";
   out += "  \"stats\": {\"min\": " + json_number(volume.min().item<double>()) +
          ", \"max\": " + json_number(volume.max().item<double>()) + ", \"sum\": " + json_number(sum) +
          ", \"mean\": " + json_number(sum / static_cast<double>(volume.numel())) + "}\n";

@@ -34,11 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="scans to analyze, wherever they are (no CSV needed)")
     what.add_argument("--val-stride", type=int, default=10,
                       help="the validation split of --data: every N-th series (as `torchlite train`)")
-    models = p.add_argument_group("models")
-    models.add_argument("--models", metavar="DIR", default=None, help="a folder holding seg.pt, cls.pt and mal.pt")
-    models.add_argument("--seg", metavar="CKPT", default=None, help="segmentation checkpoint (overrides --models)")
-    models.add_argument("--cls", metavar="CKPT", default=None, help="nodule classifier checkpoint")
-    models.add_argument("--mal", metavar="CKPT", default=None, help="malignancy checkpoint (optional)")
+    from torchlite.analysis.model_arguments import add_model_arguments
+
+    add_model_arguments(p)
     p.add_argument("--out", metavar="DIR", default="runs/analyze", help="output folder")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--batch-size", type=int, default=16, help="slices per segmentation batch")

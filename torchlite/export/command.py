@@ -24,11 +24,9 @@ CHECK_TOLERANCE = 1e-4  # beyond this an export is reported as a mismatch (tests
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    models = p.add_argument_group("models")
-    models.add_argument("--models", metavar="DIR", default=None, help="a folder holding seg.pt, cls.pt and mal.pt")
-    models.add_argument("--seg", metavar="CKPT", default=None, help="segmentation checkpoint (overrides --models)")
-    models.add_argument("--cls", metavar="CKPT", default=None, help="nodule classifier checkpoint")
-    models.add_argument("--mal", metavar="CKPT", default=None, help="malignancy checkpoint (optional)")
+    from torchlite.analysis.model_arguments import add_model_arguments
+
+    add_model_arguments(p)
     p.add_argument("--out", metavar="DIR", default=None, help="output folder (default: MODELS/exported)")
     p.add_argument("--format", default="torchscript,aoti", metavar="LIST",
                    help=f"comma-separated, from: {', '.join(FORMATS)}")

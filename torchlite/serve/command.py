@@ -19,11 +19,9 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    models = p.add_argument_group("models")
-    models.add_argument("--models", metavar="DIR", default=None, help="a folder holding seg.pt, cls.pt and mal.pt")
-    models.add_argument("--seg", metavar="CKPT", default=None, help="segmentation checkpoint (overrides --models)")
-    models.add_argument("--cls", metavar="CKPT", default=None, help="nodule classifier checkpoint")
-    models.add_argument("--mal", metavar="CKPT", default=None, help="malignancy checkpoint (optional)")
+    from torchlite.analysis.model_arguments import add_model_arguments
+
+    add_model_arguments(p)
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
