@@ -300,33 +300,34 @@ void inflate_streams(const MetaImage& image, const uint8_t* in, size_t in_len, u
   }
 }
 
+// Reverses the bytes of each of `n` UInt-sized elements in place (memcpy:
+// the buffer need not be aligned).
+template <typename UInt, UInt (*Swap)(UInt)>
+void swap_each(uint8_t* data, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    UInt v;
+    std::memcpy(&v, data + sizeof(UInt) * i, sizeof(UInt));
+    v = Swap(v);
+    std::memcpy(data + sizeof(UInt) * i, &v, sizeof(UInt));
+  }
+}
+
+uint16_t bswap16(uint16_t v) { return __builtin_bswap16(v); }
+uint32_t bswap32(uint32_t v) { return __builtin_bswap32(v); }
+uint64_t bswap64(uint64_t v) { return __builtin_bswap64(v); }
+
 void swap_to_native(const MetaImage& image, uint8_t* data) {
   if (!image.msb || image.element_size == 1 || std::endian::native == std::endian::big) return;
   const auto n = static_cast<size_t>(image.voxel_count);
   switch (image.element_size) {
     case 2:
-      for (size_t i = 0; i < n; ++i) {
-        uint16_t v;
-        std::memcpy(&v, data + 2 * i, 2);
-        v = __builtin_bswap16(v);
-        std::memcpy(data + 2 * i, &v, 2);
-      }
+      swap_each<uint16_t, bswap16>(data, n);
       break;
     case 4:
-      for (size_t i = 0; i < n; ++i) {
-        uint32_t v;
-        std::memcpy(&v, data + 4 * i, 4);
-        v = __builtin_bswap32(v);
-        std::memcpy(data + 4 * i, &v, 4);
-      }
+      swap_each<uint32_t, bswap32>(data, n);
       break;
     case 8:
-      for (size_t i = 0; i < n; ++i) {
-        uint64_t v;
-        std::memcpy(&v, data + 8 * i, 8);
-        v = __builtin_bswap64(v);
-        std::memcpy(data + 8 * i, &v, 8);
-      }
+      swap_each<uint64_t, bswap64>(data, n);
       break;
     default:
       throw std::logic_error("swap_to_native: element size " + std::to_string(image.element_size));

@@ -27,11 +27,12 @@ import pytest
 import torch
 import torch.nn as nn
 
+from _calibrated_models import calibrated
 from _cpp_build import cpp_build_dir
 from _ct_files import write_scan
 from torchlite.analysis.segment import CONTEXT
 from torchlite.cli import main as torchlite_main
-from torchlite.data.datasets.patch_dataset import HU_CLIP, PATCH_SIZE
+from torchlite.data.datasets.patch_dataset import PATCH_SIZE
 from torchlite.data.geometry import Geometry
 from torchlite.data.metaimage import read_header
 from torchlite.data.synth import generate_dataset
@@ -40,23 +41,6 @@ from torchlite.models import LunaModel, UNetWrapper
 THRESHOLD = "0.999"  # untrained U-Net: ~50 groups over the two scans (0.5 would give thousands)
 CENTER_TOL = 0.5  # voxels (issue 6)
 PROB_TOL = 1e-4
-
-
-def _hu(shape, seed):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(shape, generator=g) * (HU_CLIP[1] - HU_CLIP[0]) + HU_CLIP[0]
-
-
-@torch.no_grad()
-def _calibrated(model: nn.Module, shape, seed: int) -> nn.Module:
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    for k in range(3):
-        model(_hu(shape, seed + k))
-    return model.eval()
 
 
 def _run(cmd, **kw):
@@ -73,9 +57,9 @@ def models(tmp_path_factory) -> Path:
     """A model bundle (checkpoints as `torchlite train` writes them) and its TorchScript export."""
     folder = tmp_path_factory.mktemp("app_models")
     torch.manual_seed(0)
-    eager = {"seg": _calibrated(UNetWrapper(), (4, 2 * CONTEXT + 1, 64, 64), 100),
-             "cls": _calibrated(LunaModel(), (4, 1, *PATCH_SIZE), 200),
-             "mal": _calibrated(LunaModel(), (4, 1, *PATCH_SIZE), 300)}
+    eager = {"seg": calibrated(UNetWrapper(), (4, 2 * CONTEXT + 1, 64, 64), 100),
+             "cls": calibrated(LunaModel(), (4, 1, *PATCH_SIZE), 200),
+             "mal": calibrated(LunaModel(), (4, 1, *PATCH_SIZE), 300)}
     for task, model in eager.items():
         torch.save({"task": task, "model": model.state_dict(), "epoch": 1}, folder / f"{task}.pt")
     assert torchlite_main(["export", "--models", str(folder), "--format", "torchscript"]) == 0

@@ -24,6 +24,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from _calibrated_models import calibrated, random_hu
 from torchlite.analysis.classify import positive_probability
 from torchlite.analysis.grouping import FACE_CONNECTIVITY, IN_PLANE
 from torchlite.analysis.pipeline import AnalysisConfig
@@ -40,30 +41,12 @@ ATOL = 1e-5  # the issue's bound: exported outputs equal eager outputs
 STAGE_ATOL = 1e-4
 
 
-def _hu(shape, seed):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(shape, generator=g) * (HU_CLIP[1] - HU_CLIP[0]) + HU_CLIP[0]
-
-
-@torch.no_grad()
-def _calibrated(model: nn.Module, shape, seed: int) -> nn.Module:
-    """``model`` with BatchNorm statistics averaged over HU-range batches, in eval mode."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average: the exact statistics of the batches seen
-    model.train()
-    for k in range(3):
-        model(_hu(shape, seed + k))
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def eager():
     torch.manual_seed(0)
-    return {"seg": _calibrated(UNetWrapper(), (4, 2 * CONTEXT + 1, 64, 64), 100),
-            "cls": _calibrated(LunaModel(), (4, 1, *PATCH_SIZE), 200),
-            "mal": _calibrated(LunaModel(), (4, 1, *PATCH_SIZE), 300)}
+    return {"seg": calibrated(UNetWrapper(), (4, 2 * CONTEXT + 1, 64, 64), 100),
+            "cls": calibrated(LunaModel(), (4, 1, *PATCH_SIZE), 200),
+            "mal": calibrated(LunaModel(), (4, 1, *PATCH_SIZE), 300)}
 
 
 def _bundle(folder, eager, tasks):
@@ -131,7 +114,7 @@ SEG_SHAPES = [(2, 176, 176), (1, 192, 176), (1, 512, 512)]  # synthetic scans ar
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_torchscript_seg_matches_eager_at_any_allowed_size_and_layout(ts_dir, eager, n, h, w, layout):
     model = torch.jit.load(str(ts_dir / "seg.ts.pt"))
-    x = _hu((n, 2 * CONTEXT + 1, h, w), seed=h + w)
+    x = random_hu((n, 2 * CONTEXT + 1, h, w), seed=h + w)
     fed = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x
     _assert_as_exact_as_eager(eager["seg"], model, x, fed)
 
@@ -140,21 +123,21 @@ def test_torchscript_seg_matches_eager_at_any_allowed_size_and_layout(ts_dir, ea
 @pytest.mark.parametrize("n", [1, 5])
 def test_torchscript_classifiers_match_eager(ts_dir, eager, task, n):
     model = torch.jit.load(str(ts_dir / f"{task}.ts.pt"))
-    x = _hu((n, 1, *PATCH_SIZE), seed=n)
+    x = random_hu((n, 1, *PATCH_SIZE), seed=n)
     _assert_as_exact_as_eager(eager[task], model, x)
 
 
 @pytest.mark.parametrize("n,h,w", SEG_SHAPES)
 def test_aoti_seg_matches_eager_at_any_allowed_size(aoti_dir, eager, n, h, w):
     model = load_aoti(aoti_dir / "seg.pt2")
-    x = _hu((n, 2 * CONTEXT + 1, h, w), seed=h * w)
+    x = random_hu((n, 2 * CONTEXT + 1, h, w), seed=h * w)
     _assert_as_exact_as_eager(eager["seg"], model, x)
 
 
 @pytest.mark.parametrize("n", [1, 5])
 def test_aoti_cls_matches_eager(aoti_dir, eager, n):
     model = load_aoti(aoti_dir / "cls.pt2")
-    x = _hu((n, 1, *PATCH_SIZE), seed=10 + n)
+    x = random_hu((n, 1, *PATCH_SIZE), seed=10 + n)
     _assert_as_exact_as_eager(eager["cls"], model, x)
 
 
@@ -164,20 +147,20 @@ def test_aoti_mal_matches_eager(tmp_path, eager):
     from torchlite.export.manifest import model_interface
 
     path = export_aoti(eager["mal"], model_interface("mal", eager["mal"]), tmp_path / "mal.pt2")
-    x = _hu((5, 1, *PATCH_SIZE), seed=7)
+    x = random_hu((5, 1, *PATCH_SIZE), seed=7)
     _assert_as_exact_as_eager(eager["mal"], load_aoti(path), x)
 
 
 def test_pipeline_stages_give_the_same_numbers_with_exported_models(ts_dir, aoti_dir, eager):
     """What analyze_scan computes, through the exported files: per-voxel probabilities of a scan and
     nodule probabilities of crops. AOTI packages get contiguous input, as the manifest says."""
-    volume = _hu((9, 64, 80), seed=5).round().to(torch.int16)
+    volume = random_hu((9, 64, 80), seed=5).round().to(torch.int16)
     want = segment_volume(volume, eager["seg"], batch_size=4)
     got_ts = segment_volume(volume, torch.jit.load(str(ts_dir / "seg.ts.pt")), batch_size=4)
     got_aoti = segment_volume(volume, load_aoti(aoti_dir / "seg.pt2"), batch_size=4, channels_last=False)
     assert (got_ts - want).abs().max() <= STAGE_ATOL and (got_aoti - want).abs().max() <= STAGE_ATOL
 
-    crops = _hu((7, 1, *PATCH_SIZE), seed=6)
+    crops = random_hu((7, 1, *PATCH_SIZE), seed=6)
     want = positive_probability(eager["cls"], crops, batch_size=4)
     for exported in (torch.jit.load(str(ts_dir / "cls.ts.pt")), load_aoti(aoti_dir / "cls.pt2")):
         assert (positive_probability(exported, crops, batch_size=4) - want).abs().max() <= STAGE_ATOL
@@ -186,7 +169,7 @@ def test_pipeline_stages_give_the_same_numbers_with_exported_models(ts_dir, aoti
 def test_manifest_output_rule_picks_the_softmax_probability_of_class_1(ts_dir):
     """manifest 'use' for cls: output 1, index 1 — that is softmax(logits)[:, 1], the nodule probability."""
     use = _manifest(ts_dir)["models"]["cls"]["use"]
-    logits, probs = torch.jit.load(str(ts_dir / "cls.ts.pt"))(_hu((3, 1, *PATCH_SIZE), seed=9))
+    logits, probs = torch.jit.load(str(ts_dir / "cls.ts.pt"))(random_hu((3, 1, *PATCH_SIZE), seed=9))
     outputs = (logits, probs)
     torch.testing.assert_close(outputs[use["output"]][:, use["index"]], torch.softmax(logits, 1)[:, 1])
 
@@ -246,8 +229,8 @@ def test_seg_size_rule_in_the_manifest_is_the_models(ts_dir, eager):
     rule = _manifest(ts_dir)["models"]["seg"]["input"]["multiple_of"]
     assert rule == {"2": 4, "3": 4}
     with torch.no_grad():
-        assert eager["seg"](_hu((1, 7, 132, 44), 1)).shape[-2:] == (132, 44)
-        assert eager["seg"](_hu((1, 7, 130, 131), 1)).shape[-2:] == (128, 128)
+        assert eager["seg"](random_hu((1, 7, 132, 44), 1)).shape[-2:] == (132, 44)
+        assert eager["seg"](random_hu((1, 7, 130, 131), 1)).shape[-2:] == (128, 128)
 
 
 def test_bad_input_exits_2_with_a_message(tmp_path, caplog):
