@@ -4,8 +4,9 @@ synth -> train seg, cls, mal -> analyze the validation series -> evaluate,
 everything under ``runs/demo/``: ``data/`` (the dataset), ``seg/ cls/ mal/``
 (training runs), ``models/{seg,cls,mal}.pt`` (a bundle ``--models`` accepts),
 ``analysis/`` and ``evaluation/``. Each stage is the command a user would
-type (printed before it runs); a stage whose output exists is skipped, so
-an interrupted demo continues where it stopped (``--fresh`` starts over).
+type (printed before it runs); run again, a stage whose output exists is
+skipped (an interrupted training stage starts over; ``--fresh`` starts
+everything over).
 
 The budget (scans, samples per epoch, epochs) is sized so the demo runs in
 well under 15 minutes on a 2-core CPU and still finds the synthetic nodules
