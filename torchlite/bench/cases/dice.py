@@ -52,35 +52,34 @@ def _fwd_bwd(loss_fn, pred, label):
     return run
 
 
-def _make_reference(shape, fn_weight, label_dtype):
-    def make(quick: bool, device: str):
+def _loss(name: str):
+    """The reference composite or the operator, imported on use (the operator loads the library)."""
+    if name == "reference":
         from torchlite.ops.reference import dice_loss_reference
 
+        return dice_loss_reference
+    from torchlite.ops.dice import dice_loss
+
+    return dice_loss
+
+
+def _make_eager(loss_name, shape, fn_weight, label_dtype):
+    def make(quick: bool, device: str):
+        loss = _loss(loss_name)
         pred, label = _inputs(shape, label_dtype, device)
-        return _fwd_bwd(lambda p, l: dice_loss_reference(p, l, fn_weight=fn_weight), pred, label)
+        return _fwd_bwd(lambda p, l: loss(p, l, fn_weight=fn_weight), pred, label)
 
     return make
 
 
 def _make_compiled(shape, fn_weight, label_dtype):
     def make(quick: bool, device: str):
-        from torchlite.ops.reference import dice_loss_reference
-
+        reference = _loss("reference")
         pred, label = _inputs(shape, label_dtype, device)
-        compiled = torch.compile(lambda p, l: dice_loss_reference(p, l, fn_weight=fn_weight), dynamic=False)
+        compiled = torch.compile(lambda p, l: reference(p, l, fn_weight=fn_weight), dynamic=False)
         run = _fwd_bwd(compiled, pred, label)
         run()  # compile forward and backward here, outside the timed region
         return run
-
-    return make
-
-
-def _make_operator(shape, fn_weight, label_dtype):
-    def make(quick: bool, device: str):
-        from torchlite.ops.dice import dice_loss
-
-        pred, label = _inputs(shape, label_dtype, device)
-        return _fwd_bwd(lambda p, l: dice_loss(p, l, fn_weight=fn_weight), pred, label)
 
     return make
 
@@ -97,13 +96,13 @@ def _register_all() -> None:
             nbytes = numel * (4 + 2 * label_bytes + 4)
             devices = ("cpu", "cuda")
             args = (shape, fn_weight, label_dtype)
-            register(Case(group, REFERENCE, _make_reference(*args), nbytes=nbytes, devices=devices))
+            register(Case(group, REFERENCE, _make_eager("reference", *args), nbytes=nbytes, devices=devices))
             register(Case(group, COMPILED, _make_compiled(*args), nbytes=nbytes, devices=devices))
             register(
                 Case(
                     group,
                     OPERATOR,
-                    _make_operator(*args),
+                    _make_eager("operator", *args),
                     targets={REFERENCE: goal, COMPILED: 1.0},
                     nbytes=nbytes,
                     devices=devices,
