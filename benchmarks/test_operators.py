@@ -23,3 +23,5 @@ def test_operator_case(benchmark, case):
     benchmark.extra_info["nbytes"] = case.nbytes
     result = benchmark(fn)
     assert result is not None
+    if hasattr(fn, "bench_metrics"):  # e.g. a training loop's share of time waiting for data
+        benchmark.extra_info.update(fn.bench_metrics())

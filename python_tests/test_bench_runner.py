@@ -64,3 +64,26 @@ def test_every_registered_target_names_a_case_of_its_group():
     for c in cases:
         for versus in c.targets:
             assert (c.group, versus) in names, f"{c.group}/{c.name} targets unknown case {versus!r}"
+
+
+def test_limits_read_the_figures_a_case_measures_itself():
+    class Loop:
+        def __init__(self, share):
+            self.share = share
+
+        def __call__(self):
+            return 1
+
+        def bench_metrics(self):
+            return {"data wait share": self.share}
+
+    cases = [Case("g", "slow data", lambda quick, device: Loop(0.4), limits={"data wait share": 0.1}),
+             Case("g", "fast data", lambda quick, device: Loop(0.02), limits={"data wait share": 0.1}),
+             Case("g", "no figure", lambda quick, device: (lambda: 1), limits={"data wait share": 0.1})]
+    results = runner.run_group(cases, quick=True, device="cpu", min_round_s=0.0)
+    limits = runner.evaluate_limits(cases, results)
+    assert [(lim.got, lim.met) for lim in limits] == [(0.4, False), (0.02, True), (None, False)]
+    table = runner.format_table(results, [], limits)
+    assert "data wait share <= 0.1: 0.4 MISSED" in table and "0.02 met" in table
+    doc = json.loads(runner.to_json(runner.machine_info("cpu"), results, [], limits))
+    assert [lim["met"] for lim in doc["limits"]] == [False, True, False]

@@ -36,13 +36,15 @@ def run(args: argparse.Namespace) -> int:
     )
     if info["loadavg_start"][0] > 0.5 * (os.cpu_count() or 1):
         log.warning("the machine is busy (load %.2f): expect noisy times; ratios hold better", info["loadavg_start"][0])
-    results, targets = runner.run(registry.all_cases(), quick=args.quick, device=args.device, only=args.only)
-    print(runner.format_table(results, targets))
-    missed = [t for t in targets if not t.met]
-    print(f"\n{len(targets) - len(missed)} of {len(targets)} speed-up targets met"
+    results, targets, limits = runner.run(registry.all_cases(), quick=args.quick, device=args.device,
+                                          only=args.only)
+    print(runner.format_table(results, targets, limits))
+    missed = [t for t in targets if not t.met] + [lim for lim in limits if not lim.met]
+    goals = len(targets) + len(limits)
+    print(f"\n{goals - len(missed)} of {goals} goals met ({len(targets)} speed-up targets, {len(limits)} limits)"
           f" (load average now {os.getloadavg()[0]:.2f})")
     if args.json:
         with atomic_write(args.json, "w") as f:
-            f.write(runner.to_json(info, results, targets))
+            f.write(runner.to_json(info, results, targets, limits))
         log.info("wrote %s", args.json)
     return 1 if (args.strict and missed) else 0

@@ -31,6 +31,11 @@ class Case:
     nbytes: int | None = None
     # Devices this case can run on ("cpu", "cuda").
     devices: tuple[str, ...] = ("cpu",)
+    # Upper bounds on figures the case measures itself besides its time:
+    # {metric name: maximum}. The callable make() returns reports them from a
+    # ``bench_metrics()`` method after timing (say, the share of a training
+    # step spent waiting for data).
+    limits: dict[str, float] = field(default_factory=dict)
 
 
 _CASES: list[Case] = []

@@ -13,7 +13,7 @@ import os
 import platform
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -31,6 +31,8 @@ class CaseResult:
     p75_s: float
     calls: int
     gbps: float | None
+    # Figures the case measured itself (its callable's bench_metrics()).
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -44,6 +46,19 @@ class TargetResult:
     @property
     def met(self) -> bool:
         return self.got is not None and self.got >= self.want
+
+
+@dataclass
+class LimitResult:
+    group: str
+    case: str
+    metric: str
+    limit: float
+    got: float | None
+
+    @property
+    def met(self) -> bool:
+        return self.got is not None and self.got <= self.limit
 
 
 def _sync(device: str) -> None:
@@ -84,7 +99,7 @@ def run_group(cases: list[Case], *, quick: bool, device: str, min_round_s: float
         for i in order:
             samples[i].append(_time_once(fns[i], device, inner[i]))
     out = []
-    for c, s, n in zip(cases, samples, inner):
+    for c, fn, s, n in zip(cases, fns, samples, inner):
         q = statistics.quantiles(s, n=4) if len(s) >= 2 else [s[0]] * 3
         med = statistics.median(s)
         out.append(
@@ -96,6 +111,7 @@ def run_group(cases: list[Case], *, quick: bool, device: str, min_round_s: float
                 p75_s=q[2],
                 calls=len(s) * n,
                 gbps=(c.nbytes / med / 1e9) if c.nbytes else None,
+                metrics=dict(fn.bench_metrics()) if hasattr(fn, "bench_metrics") else {},
             )
         )
     return out
@@ -110,6 +126,17 @@ def evaluate_targets(cases: list[Case], results: list[CaseResult]) -> list[Targe
             other = by_name.get((c.group, versus))
             got = other.median_s / mine.median_s if (mine and other) else None
             out.append(TargetResult(c.group, c.name, versus, want, got))
+    return out
+
+
+def evaluate_limits(cases: list[Case], results: list[CaseResult]) -> list[LimitResult]:
+    by_name = {(r.group, r.name): r for r in results}
+    out = []
+    for c in cases:
+        mine = by_name.get((c.group, c.name))
+        for metric, limit in c.limits.items():
+            got = mine.metrics.get(metric) if mine else None
+            out.append(LimitResult(c.group, c.name, metric, limit, got))
     return out
 
 
@@ -128,7 +155,7 @@ def machine_info(device: str) -> dict:
     return info
 
 
-def format_table(results: list[CaseResult], targets: list[TargetResult]) -> str:
+def format_table(results: list[CaseResult], targets: list[TargetResult], limits: list[LimitResult] = ()) -> str:
     lines = []
     for group, rs in _by_group(results).items():
         base = rs[0]
@@ -147,6 +174,15 @@ def format_table(results: list[CaseResult], targets: list[TargetResult]) -> str:
             got = f"{t.got:.2f}x" if t.got is not None else "n/a"
             verdict = "met" if t.met else "MISSED"
             lines.append(f"   target: {t.case} >= {t.want:g}x {t.versus}: {got} {verdict}")
+        for r in rs:
+            for metric, value in r.metrics.items():
+                lines.append(f"   {r.name}: {metric} {value:.3g}")
+        for lim in limits:
+            if lim.group != group:
+                continue
+            got = f"{lim.got:.3g}" if lim.got is not None else "n/a"
+            verdict = "met" if lim.met else "MISSED"
+            lines.append(f"   limit: {lim.case}: {lim.metric} <= {lim.limit:g}: {got} {verdict}")
     return "\n".join(lines)
 
 
@@ -173,17 +209,18 @@ def run(cases: list[Case], *, quick: bool, device: str, only: str | None = None,
         it = grouped.items()
     for _, group_cases in it:
         results.extend(run_group(group_cases, quick=quick, device=device))
-    targets = evaluate_targets(selected, results)
-    return results, targets
+    return results, evaluate_targets(selected, results), evaluate_limits(selected, results)
 
 
-def to_json(info: dict, results: list[CaseResult], targets: list[TargetResult]) -> str:
+def to_json(info: dict, results: list[CaseResult], targets: list[TargetResult],
+            limits: list[LimitResult] = ()) -> str:
     info = dict(info, loadavg_end=os.getloadavg())
     return json.dumps(
         {
             "machine": info,
             "results": [asdict(r) for r in results],
             "targets": [dict(asdict(t), met=t.met) for t in targets],
+            "limits": [dict(asdict(lim), met=lim.met) for lim in limits],
         },
         indent=2,
     )

@@ -132,9 +132,22 @@ class Task(abc.ABC):
     def build_model(self) -> nn.Module:
         ...
 
-    @abc.abstractmethod
     def datasets(self, source: LunaSource):
+        """(training set, validation set), split by series with --val-stride."""
+        return self.train_dataset(source), self.val_dataset(source)
+
+    @abc.abstractmethod
+    def train_dataset(self, source: LunaSource, val_stride: int | None = None):
+        """The training set; ``val_stride`` overrides --val-stride (0: every series)."""
+
+    @abc.abstractmethod
+    def val_dataset(self, source: LunaSource):
         ...
+
+    def _split(self, val_stride: int | None) -> dict:
+        a = self.args
+        return {"val_stride": a.val_stride if val_stride is None else val_stride, "seed": a.seed,
+                "cache_dir": a.cache_dir}
 
     def batch_augment(self, train_ds, rank: int):
         """An object with ``set_epoch(e)`` and ``__call__`` applied to training
@@ -175,7 +188,7 @@ class _PatchTask(Task):
     def _dataset_kwargs(self) -> dict:
         return {}
 
-    def datasets(self, source: LunaSource):
+    def train_dataset(self, source: LunaSource, val_stride: int | None = None):
         a = self.args
         knobs = augmentation_knobs(a, 3)
         augmentation, mode = None, None
@@ -183,11 +196,11 @@ class _PatchTask(Task):
             from torchlite.ops.random_affine import RandomAffine3d
 
             augmentation, mode = RandomAffine3d(**knobs), a.augment_on
-        common = {"val_stride": a.val_stride, "seed": a.seed, "cache_dir": a.cache_dir}
-        train = self.dataset_class(source, epoch_samples=a.epoch_samples, augment=mode, augmentation=augmentation,
-                                   **common, **self._dataset_kwargs())
-        val = self.dataset_class(source, val=True, **common)
-        return train, val
+        return self.dataset_class(source, epoch_samples=a.epoch_samples, augment=mode, augmentation=augmentation,
+                                  **self._split(val_stride), **self._dataset_kwargs())
+
+    def val_dataset(self, source: LunaSource):
+        return self.dataset_class(source, val=True, **self._split(None))
 
     def batch_augment(self, train_ds, rank: int):
         if train_ds.augment != "batch":
@@ -278,12 +291,11 @@ class SegmentationTask(Task):
 
         return UNetWrapper()
 
-    def datasets(self, source: LunaSource):
-        a = self.args
-        common = {"val_stride": a.val_stride, "seed": a.seed, "cache_dir": a.cache_dir}
-        train = SegmentationDataset(source, epoch_samples=a.epoch_samples, **common)
-        val = SegmentationDataset(source, val=True, **common)
-        return train, val
+    def train_dataset(self, source: LunaSource, val_stride: int | None = None):
+        return SegmentationDataset(source, epoch_samples=self.args.epoch_samples, **self._split(val_stride))
+
+    def val_dataset(self, source: LunaSource):
+        return SegmentationDataset(source, val=True, **self._split(None))
 
     def batch_augment(self, train_ds, rank: int):
         knobs = augmentation_knobs(self.args, 2)
