@@ -114,12 +114,7 @@ def _data(args: argparse.Namespace, world) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch.distributed as dist
-
-    from torchlite.data.datasets import LunaSource
     from torchlite.train import distributed
-    from torchlite.train.loop import Trainer
-    from torchlite.train.tasks import make_task
 
     try:
         _fill_defaults(args)
@@ -131,6 +126,20 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     distributed.init(world, torch.device(args.device))
+    code = _train(args, world)
+    if world.distributed:
+        distributed.exit_worker(code)
+    return code
+
+
+def _train(args: argparse.Namespace, world) -> int:
+    import torch.distributed as dist
+
+    from torchlite.data.datasets import LunaSource
+    from torchlite.train import distributed
+    from torchlite.train.loop import Trainer
+    from torchlite.train.tasks import make_task
+
     try:
         if world.is_main:
             data = _data(args, world)
