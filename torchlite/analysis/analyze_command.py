@@ -7,9 +7,11 @@ report and PNG views out.
 
 Writes ``OUT/detections.csv`` (``seriesuid,coordX,coordY,coordZ,probability,malignancy``:
 every group the segmentation finds, so the FROC curve can be drawn),
-``OUT/report.json`` (per scan: seconds per stage, detections with diameter,
-nodule and malignancy probabilities) and ``OUT/views/<uid>_<k>.png`` for
-the top ``--views`` detections of each scan.
+``OUT/report.json`` (per scan: seconds per stage, the lung region segmented,
+detections with diameter, nodule and malignancy probabilities) and
+``OUT/views/<uid>_<k>.png`` for the top ``--views`` detections of each scan.
+The U-Net runs only on the box holding each scan's lungs unless
+``--whole-scan`` (see :mod:`torchlite.analysis.lung_region`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--batch-size", type=int, default=16, help="slices per segmentation batch")
     p.add_argument("--threshold", type=float, default=0.5, help="segmentation probability that marks a voxel")
+    p.add_argument("--whole-scan", action="store_true",
+                   help="segment every voxel (default: only the box holding the lungs, found per scan; "
+                        "the whole scan where none is found)")
     p.add_argument("--views", type=int, default=3, metavar="K", help="PNG views of the top K detections per scan")
     p.add_argument("--cache-dir", metavar="DIR", default=None,
                    help="where scans that cannot be memory-mapped are converted (default: beside the data)")
@@ -105,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     (out / "views").mkdir(parents=True, exist_ok=True)
-    config = AnalysisConfig(threshold=args.threshold, seg_batch_size=args.batch_size, progress=not args.no_progress)
+    config = AnalysisConfig(threshold=args.threshold, seg_batch_size=args.batch_size, progress=not args.no_progress,
+                            lung_region=not args.whole_scan)
     started = time.perf_counter()
     results, errors, detections = [], [], []
     for uid, path in tqdm(paths.items(), desc="scans", unit="scan", disable=args.no_progress):
@@ -128,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     write_detections(out / "detections.csv", detections)
     report = {"torchlite_version": __version__, "device": str(bundle.device), "models": bundle.info,
               "config": {"threshold": config.threshold, "erosion": config.erosion,
-                         "seg_batch_size": config.seg_batch_size},
+                         "seg_batch_size": config.seg_batch_size, "lung_region": config.lung_region},
               "seconds": round(time.perf_counter() - started, 3),
               "scans": [r.to_json() for r in results], "errors": errors}
     with atomic_write(out / "report.json", "w") as f:

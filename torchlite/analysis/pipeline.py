@@ -5,6 +5,11 @@ the parity tests of the C++ program call. Unlike the book's chapter 14, a
 scan where segmentation finds nothing gets no detections (the book then
 classifies every candidate of the dataset), and scans in no CSV can be
 analyzed (the book looks every scan up in its candidate list).
+
+By default (``AnalysisConfig.lung_region``) the U-Net sees only the box of
+the scan holding the lungs (:mod:`torchlite.analysis.lung_region`, about a
+third of a chest CT's voxels; the whole scan when no lungs are found); the
+report records the box, and its search as the ``lung_region`` stage.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import torch
 from torchlite.analysis.bundle import ModelBundle
 from torchlite.analysis.classify import crop_candidates, positive_probability
 from torchlite.analysis.grouping import group_voxels, nearest_voxel
+from torchlite.analysis.lung_region import LungBox, lung_box
 from torchlite.analysis.segment import segment_volume
 from torchlite.data.scan import CtScan
 
@@ -29,6 +35,7 @@ class AnalysisConfig:
     seg_batch_size: int = 16  # slices per U-Net call
     cls_batch_size: int = 64  # crops per classifier call
     progress: bool = False
+    lung_region: bool = True  # segment only the box holding the lungs (False: every voxel, `--whole-scan`)
 
 
 @dataclass(frozen=True)
@@ -53,10 +60,12 @@ class ScanAnalysis:
     spacing_xyz: tuple[float, float, float]
     detections: list[ScanDetection]  # by decreasing nodule probability
     seconds: dict[str, float] = field(default_factory=dict)  # per stage, and "total"
+    lung_region: LungBox | None = None  # the box segmented; None: every voxel (lung_region off)
 
     def to_json(self) -> dict:
         return {"series_uid": self.series_uid, "path": self.path, "shape": list(self.shape),
                 "spacing_xyz": list(self.spacing_xyz), "seconds": self.seconds,
+                "lung_region": None if self.lung_region is None else self.lung_region.to_json(),
                 "detections": [d.to_json() for d in self.detections]}
 
 
@@ -81,8 +90,12 @@ def analyze_scan(scan: CtScan, bundle: ModelBundle, config: AnalysisConfig = Ana
     geometry = scan.geometry
     watch.lap("load")
 
+    box = None
+    if config.lung_region:
+        box = lung_box(volume, geometry.spacing[::-1])
+        watch.lap("lung_region")
     probability = segment_volume(volume, bundle.seg, batch_size=config.seg_batch_size, device=bundle.device,
-                                 progress=config.progress, desc=f"segment {scan.series_uid[-12:]}")
+                                 progress=config.progress, desc=f"segment {scan.series_uid[-12:]}", box=box)
     watch.lap("segment")
 
     groups = group_voxels(probability.numpy(), volume.numpy(), geometry.spacing[::-1], threshold=config.threshold,
@@ -110,4 +123,4 @@ def analyze_scan(scan: CtScan, bundle: ModelBundle, config: AnalysisConfig = Ana
         watch.lap("malignancy")
     return ScanAnalysis(series_uid=scan.series_uid, path=str(scan.path), shape=tuple(volume.shape),
                         spacing_xyz=tuple(float(s) for s in geometry.spacing), detections=detections,
-                        seconds=watch.total())
+                        seconds=watch.total(), lung_region=box)

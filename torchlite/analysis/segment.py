@@ -1,13 +1,22 @@
-"""Whole-scan segmentation: every slice, with its context, through the U-Net.
+"""Whole-scan segmentation: every slice (or a box of them), with its context, through the U-Net.
 
 The U-Net was trained on slices with ``CONTEXT`` slices each side, HU
 clipped to [-1000, 1000], slice indices clamped at the scan's ends (the
 first slice is its own context below it): inference builds exactly those
 inputs, a batch of slices at a time, by one gather from the scan (no Python
 loop over voxels or over the context slices).
+
+With a ``box`` (the lung region, see :mod:`torchlite.analysis.lung_region`)
+only the box's slices are segmented, and of each only an in-plane window:
+the box's rows and columns widened to the U-Net's pooling grid (starting on
+a multiple of ``SIDE_MULTIPLE``, so away from the window's edges the output
+is the whole slice's). Context slices are still clamped to the whole scan,
+not to the box. Voxels outside the box get probability 0.
 """
 
 from __future__ import annotations
+
+import operator
 
 import torch
 import torch.nn as nn
@@ -27,17 +36,48 @@ def context_indices(start: int, stop: int, depth: int) -> torch.Tensor:
     return (torch.arange(start, stop)[:, None] + offsets[None, :]).clamp_(0, depth - 1)
 
 
-def slices_with_context(volume: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """(stop - start, 7, H, W) float32 HU, clipped, for slices start..stop-1 of (D, H, W) ``volume``."""
+def slices_with_context(volume: torch.Tensor, start: int, stop: int, rows: slice = slice(None),
+                        cols: slice = slice(None)) -> torch.Tensor:
+    """(stop - start, 7, h, w) float32 HU, clipped, for slices start..stop-1 of (D, H, W) ``volume``
+    (``rows`` x ``cols`` of each: the whole slice by default)."""
     idx = context_indices(start, stop, volume.shape[0])
-    return volume[idx.flatten()].to(torch.float32).clamp_(*HU_CLIP).view(len(idx), idx.shape[1], *volume.shape[1:])
+    window = volume[:, rows, cols]  # a view: the gather below reads only the window
+    return window[idx.flatten()].to(torch.float32).clamp_(*HU_CLIP).view(len(idx), idx.shape[1], *window.shape[1:])
+
+
+def _grid_window(lo: int, hi: int, size: int) -> tuple[int, int, int]:
+    """[lo, hi) widened to start on a multiple of SIDE_MULTIPLE and span one (within ``size``):
+    (start, stop, air padding still needed at the end)."""
+    start = lo - lo % SIDE_MULTIPLE
+    stop = min(size, hi + -hi % SIDE_MULTIPLE)
+    return start, stop, -(stop - start) % SIDE_MULTIPLE
+
+
+def _check_box(box, shape) -> tuple[int, int, int, int, int, int]:
+    if box is None:
+        return 0, shape[0], 0, shape[1], 0, shape[2]
+    error = ValueError(f"segment_volume: `box` must be (z0, z1, y0, y1, x0, x1) integers, non-empty and inside "
+                       f"the scan {tuple(shape)}, got {box!r}")
+    try:
+        values = (box.z0, box.z1, box.y0, box.y1, box.x0, box.x1) if hasattr(box, "z0") else tuple(box)
+        if any(isinstance(v, bool) for v in values):
+            raise TypeError
+        values = tuple(operator.index(v) for v in values)
+    except TypeError:
+        raise error from None
+    if len(values) != 6 or not all(0 <= values[2 * a] < values[2 * a + 1] <= shape[a] for a in range(3)):
+        raise error
+    return values
 
 
 @torch.inference_mode()
 def segment_volume(volume: torch.Tensor, model: nn.Module, *, batch_size: int = 16,
                    device: torch.device | str = "cpu", channels_last: bool | None = None,
-                   progress: bool = False, desc: str = "segment") -> torch.Tensor:
-    """Nodule probability of every voxel of (D, H, W) ``volume``: (D, H, W) float32 on the CPU."""
+                   progress: bool = False, desc: str = "segment", box=None) -> torch.Tensor:
+    """Nodule probability of every voxel of (D, H, W) ``volume``: (D, H, W) float32 on the CPU.
+
+    ``box``: a :class:`~torchlite.analysis.lung_region.LungBox` or half-open (z0, z1, y0, y1, x0, x1):
+    segment only there, probability 0 elsewhere (None: every voxel)."""
     if volume.dim() != 3 or min(volume.shape) == 0:
         raise ValueError(f"segment_volume: `volume` must be a non-empty (D, H, W) scan, got shape {tuple(volume.shape)}")
     if batch_size < 1:
@@ -45,17 +85,20 @@ def segment_volume(volume: torch.Tensor, model: nn.Module, *, batch_size: int = 
     device = torch.device(device)
     if channels_last is None:
         channels_last = device.type == "cpu"  # oneDNN's faster layout for these convolutions
-    depth, height, width = volume.shape
-    pad_h, pad_w = -height % SIDE_MULTIPLE, -width % SIDE_MULTIPLE
-    out = torch.empty(volume.shape, dtype=torch.float32)
-    starts = range(0, depth, batch_size)
+    z0, z1, y0, y1, x0, x1 = _check_box(box, volume.shape)
+    r0, r1, pad_h = _grid_window(y0, y1, volume.shape[1])
+    c0, c1, pad_w = _grid_window(x0, x1, volume.shape[2])
+    rows, cols = slice(r0, r1), slice(c0, c1)
+    whole = (z0, z1, y0, y1, x0, x1) == (0, volume.shape[0], 0, volume.shape[1], 0, volume.shape[2])
+    out = torch.empty(volume.shape, dtype=torch.float32) if whole else torch.zeros(volume.shape, dtype=torch.float32)
+    starts = range(z0, z1, batch_size)
     for start in tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False):
-        stop = min(start + batch_size, depth)
-        x = slices_with_context(volume, start, stop)
+        stop = min(start + batch_size, z1)
+        x = slices_with_context(volume, start, stop, rows, cols)
         if pad_h or pad_w:
             x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), value=HU_CLIP[0])
         x = x.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out[start:stop] = model(x)[:, 0, :height, :width].float().cpu()
+        out[start:stop, y0:y1, x0:x1] = model(x)[:, 0, y0 - r0:y1 - r0, x0 - c0:x1 - c0].float().cpu()
     return out
