@@ -24,7 +24,7 @@ T parse_number(std::string_view flag, std::string_view text) {
 const char* usage_text() {
   return "usage: torchlite-app --models DIR --ct SCAN.mhd [SCAN.mhd ...] [--ct ...] --out DETECTIONS.csv\n"
          "                     [--format torchscript|aoti] [--device cpu|cuda] [--threads N]\n"
-         "                     [--report REPORT.json] [--threshold P] [--batch-size N]\n"
+         "                     [--report REPORT.json] [--threshold P] [--batch-size N] [--whole-scan]\n"
          "  --models DIR    the folder `torchlite export` wrote (manifest.json, seg/cls/mal model files)\n"
          "  --ct FILE...    scans to analyze; the series uid is the file name without .mhd\n"
          "  --out FILE      detections CSV: seriesuid,coordX,coordY,coordZ,probability,malignancy\n"
@@ -33,7 +33,9 @@ const char* usage_text() {
          "  --threads N     intra-op threads (default: LibTorch's choice)\n"
          "  --report FILE   JSON report: per scan, stage seconds and detections with diameter\n"
          "  --threshold P   segmentation probability that marks a voxel (default: the manifest's)\n"
-         "  --batch-size N  slices per segmentation batch (default: the manifest's)\n";
+         "  --batch-size N  slices per segmentation batch (default: the manifest's)\n"
+         "  --whole-scan    segment every voxel (default: only the box of the scan holding the lungs,\n"
+         "                  as `torchlite analyze`; the whole scan where none is found)\n";
 }
 
 Options parse_args(int argc, char** argv) {
@@ -79,6 +81,8 @@ Options parse_args(int argc, char** argv) {
       const int64_t b = parse_number<int64_t>(arg, value(i, arg));
       if (b < 1) throw UsageError("--batch-size: expected a number >= 1, got " + std::to_string(b));
       o.batch_size = b;
+    } else if (arg == "--whole-scan") {
+      o.whole_scan = true;
     } else {
       throw UsageError("unknown argument '" + std::string(arg) + "' (see --help)");
     }

@@ -2,12 +2,13 @@
 //
 //   torchlite-app --models DIR --ct scan.mhd [--ct ...] --out detections.csv
 //                 [--format torchscript|aoti] [--device cpu|cuda] [--threads N]
-//                 [--report report.json] [--threshold P] [--batch-size N]
+//                 [--report report.json] [--threshold P] [--batch-size N] [--whole-scan]
 //
 // --models is the folder `torchlite export` wrote (manifest.json and the
 // model files); --ct may be repeated and also takes several files after it,
 // as `torchlite analyze --ct` does. --threshold and --batch-size default to
-// the manifest's pipeline values.
+// the manifest's pipeline values. --whole-scan segments every voxel instead of
+// the lung region (as `torchlite analyze --whole-scan`).
 #pragma once
 
 #include <optional>
@@ -33,6 +34,7 @@ struct Options {
   std::optional<std::string> report;
   std::optional<double> threshold;
   std::optional<int64_t> batch_size;
+  bool whole_scan = false;  // segment every voxel, not only the lung region
   bool help = false;
 };
 

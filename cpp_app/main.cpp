@@ -90,6 +90,7 @@ int run(const Options& o) {
   config.seg_batch_size = o.batch_size.value_or(manifest.pipeline.seg_batch_size);
   config.cls_batch_size = manifest.pipeline.cls_batch_size;
   config.device = device;
+  config.lung_region = !o.whole_scan;
 
   std::vector<ScanAnalysis> results;
   std::vector<ScanFailure> errors;
@@ -97,6 +98,11 @@ int run(const Options& o) {
     try {
       results.push_back(analyze_scan(path, uid, models, manifest, config));
       const ScanAnalysis& r = results.back();
+      if (r.lung_region && !r.lung_region->found) {  // as the Python side logs it
+        std::fprintf(stderr, "%s: lung region: using the whole scan (%lld, %lld, %lld): %s\n", uid.c_str(),
+                     static_cast<long long>(r.shape[0]), static_cast<long long>(r.shape[1]),
+                     static_cast<long long>(r.shape[2]), r.lung_region->reason.c_str());
+      }
       std::fprintf(stderr, "%s: %zu detections in %.2f s\n", uid.c_str(), r.detections.size(), r.seconds.back().second);
     } catch (const MetaImageError& e) {  // "<file>: <field>: <reason>"
       errors.push_back({uid, path.string(), e.what()});
@@ -121,6 +127,7 @@ int run(const Options& o) {
     info.threshold = config.threshold;
     info.erosion = manifest.pipeline.erosion_iterations;
     info.seg_batch_size = config.seg_batch_size;
+    info.lung_region = config.lung_region;
     info.threads = at::get_num_threads();
     info.load_models_seconds = std::round(load_seconds * 1e4) / 1e4;
     info.seconds = std::round(seconds_since(started) * 1e3) / 1e3;

@@ -8,6 +8,7 @@
 
 #include "classify.h"
 #include "grouping.h"
+#include "lung_region.h"
 #include "metaimage.h"
 #include "segment.h"
 
@@ -59,11 +60,18 @@ ScanAnalysis analyze_scan(const std::filesystem::path& mhd, const std::string& s
   const at::Tensor volume = read_volume(image);  // (D, H, W): int16 for MET_SHORT, else float32
   watch.lap("load");
 
+  const std::array<double, 3> spacing_irc{image.spacing[2], image.spacing[1], image.spacing[0]};
+  std::optional<LungBox> region;
+  std::optional<VoxelBox> box;
+  if (config.lung_region) {
+    region = lung_box(volume, spacing_irc);
+    box = VoxelBox{region->z0, region->z1, region->y0, region->y1, region->x0, region->x1};
+    watch.lap("lung_region");
+  }
   const at::Tensor probability =
-      segment_volume(volume, *models.seg, manifest.models.at("seg"), p, config.seg_batch_size, config.device);
+      segment_volume(volume, *models.seg, manifest.models.at("seg"), p, config.seg_batch_size, config.device, box);
   watch.lap("segment");
 
-  const std::array<double, 3> spacing_irc{image.spacing[2], image.spacing[1], image.spacing[0]};
   const std::vector<VoxelGroup> groups = group_voxels(probability, volume, spacing_irc, p, config.threshold);
   watch.lap("group");
 
@@ -107,6 +115,7 @@ ScanAnalysis analyze_scan(const std::filesystem::path& mhd, const std::string& s
   result.path = mhd.string();
   result.shape = {volume.size(0), volume.size(1), volume.size(2)};
   result.spacing_xyz = image.spacing;
+  result.lung_region = region;
   result.seconds = watch.total();
   return result;
 }

@@ -1,5 +1,8 @@
 // One scan, end to end, as torchlite/analysis/pipeline.py's analyze_scan:
-// read -> segment -> group -> crop3d + classify -> malignancy.
+// read -> lung region -> segment -> group -> crop3d + classify -> malignancy.
+// By default (AnalysisConfig::lung_region) the U-Net sees only the box of the
+// scan holding the lungs (lung_region.h; the whole scan when none is found);
+// the report records the box, and its search as the "lung_region" stage.
 #pragma once
 
 #include <c10/core/Device.h>
@@ -11,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "lung_region.h"
 #include "manifest.h"
 #include "models.h"
 
@@ -21,6 +25,7 @@ struct AnalysisConfig {
   int64_t seg_batch_size = 0;  // slices per U-Net call
   int64_t cls_batch_size = 0;  // crops per classifier call
   c10::Device device = c10::Device(c10::kCPU);
+  bool lung_region = true;  // segment only the box holding the lungs (false: every voxel, --whole-scan)
 };
 
 struct ScanDetection {
@@ -38,6 +43,7 @@ struct ScanAnalysis {
   std::array<int64_t, 3> shape{};         // (I, R, C)
   std::array<double, 3> spacing_xyz{};
   std::vector<ScanDetection> detections;  // by decreasing nodule probability
+  std::optional<LungBox> lung_region;     // the box segmented; none: every voxel (lung region off)
   std::vector<std::pair<std::string, double>> seconds;  // per stage, then "total"
 };
 

@@ -31,7 +31,8 @@ std::string scan_json(const ScanAnalysis& s, const std::string& indent) {
   for (size_t k = 0; k < s.seconds.size(); ++k) {
     out += (k ? ", " : "") + json_quote(s.seconds[k].first) + ": " + json_number(s.seconds[k].second);
   }
-  out += "},\n" + indent + " \"detections\": [";
+  out += "}, \"lung_region\": " + (s.lung_region ? s.lung_region->to_json() : std::string("null"));
+  out += ",\n" + indent + " \"detections\": [";
   for (size_t k = 0; k < s.detections.size(); ++k) {
     const ScanDetection& d = s.detections[k];
     out += (k ? ",\n" : "\n") + indent + "  {\"xyz\": " + number_list(d.center_xyz) +
@@ -69,6 +70,7 @@ std::string report_json(const std::vector<ScanAnalysis>& scans, const std::vecto
   out += " \"config\": {\"threshold\": " + json_number(info.threshold) +
          ", \"erosion\": " + std::to_string(info.erosion) +
          ", \"seg_batch_size\": " + std::to_string(info.seg_batch_size) +
+         ", \"lung_region\": " + (info.lung_region ? "true" : "false") +
          ", \"threads\": " + std::to_string(info.threads) + "},\n";
   out += " \"load_models_seconds\": " + json_number(info.load_models_seconds) + ",\n";
   out += " \"seconds\": " + json_number(info.seconds) + ",\n";

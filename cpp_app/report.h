@@ -2,7 +2,8 @@
 // the detections CSV (torchlite/analysis/detections.py:
 // seriesuid,coordX,coordY,coordZ,probability,malignancy, floats as Python's
 // repr, malignancy empty without a malignancy model) and the JSON report
-// ({"scans": [ScanAnalysis.to_json()...], "seconds", "models", ...}).
+// ({"scans": [ScanAnalysis.to_json()...], "seconds", "models", ...}; per scan
+// "lung_region": LungBox.to_json() of the box segmented, or null).
 // Both are written to a temporary name beside the target and renamed.
 #pragma once
 
@@ -35,6 +36,7 @@ struct ReportInfo {
   double threshold = 0.0;
   int64_t erosion = 0;
   int64_t seg_batch_size = 0;
+  bool lung_region = true;  // false: --whole-scan
   int threads = 0;
   double load_models_seconds = 0.0;
   double seconds = 0.0;  // all scans

@@ -3,10 +3,13 @@
 Truths: `torchlite analyze` itself on the same models and scans (the issue's
 parity rule: the same detections, centers within 0.5 voxel, probabilities
 within 1e-4), on synthetic scans with and without flipped axes, through
-TorchScript and AOTInductor; the published grouping rules and geometry
-formula on a hand-made scan whose groups are known by construction; and the
-error contract (one `error:` line, exit 2; a failing scan among several is
-reported and the others analyzed, exit 1).
+TorchScript and AOTInductor, both with the lung region (the default: the
+U-Net sees only the box holding the lungs) and with `--whole-scan`; Python's
+`lung_box` for the box itself (integer-equal, on full-size and small scans,
+and its fallback to the whole scan with the same reason); the published
+grouping rules and geometry formula on a hand-made scan whose groups are
+known by construction; and the error contract (one `error:` line, exit 2; a
+failing scan among several is reported and the others analyzed, exit 1).
 
 Models are untrained, with BatchNorm statistics measured on HU-range input
 (as in test_export.py), so outputs are not saturated; a high threshold keeps
@@ -30,11 +33,13 @@ import torch.nn as nn
 from _calibrated_models import calibrated
 from _cpp_build import cpp_build_dir
 from _ct_files import write_scan
-from torchlite.analysis.segment import CONTEXT
+from torchlite.analysis.lung_region import lung_box
+from torchlite.analysis.segment import CONTEXT, _grid_window
 from torchlite.cli import main as torchlite_main
 from torchlite.data.datasets.patch_dataset import PATCH_SIZE
 from torchlite.data.geometry import Geometry
 from torchlite.data.metaimage import read_header
+from torchlite.data.scan import CtScan
 from torchlite.data.synth import generate_dataset
 from torchlite.models import LunaModel, UNetWrapper
 
@@ -76,15 +81,22 @@ def scans(tmp_path_factory) -> list[Path]:
     return paths
 
 
+def _analyze(models, scans, out, *extra) -> dict:
+    assert torchlite_main(["analyze", "--models", str(models), "--ct", *map(str, scans), "--out", str(out),
+                           "--threshold", THRESHOLD, "--views", "0", "--no-progress", "--device", "cpu", *extra]) == 0
+    return json.loads((out / "report.json").read_text())
+
+
 @pytest.fixture(scope="session")
 def python_result(tmp_path_factory, models, scans) -> dict:
-    out = tmp_path_factory.mktemp("app_py")
-    # --whole-scan: the C++ program segments every slice (it has no lung-region step), and an untrained
-    # U-Net marks voxels everywhere, so with the lung region Python would skip groups the C++ program finds.
-    assert torchlite_main(["analyze", "--models", str(models), "--ct", *map(str, scans), "--out", str(out),
-                           "--threshold", THRESHOLD, "--views", "0", "--no-progress", "--device", "cpu",
-                           "--whole-scan"]) == 0
-    return json.loads((out / "report.json").read_text())
+    """`torchlite analyze` as it runs by default: the U-Net on each scan's lung region only."""
+    return _analyze(models, scans, tmp_path_factory.mktemp("app_py"))
+
+
+@pytest.fixture(scope="session")
+def python_whole_result(tmp_path_factory, models, scans) -> dict:
+    """`torchlite analyze --whole-scan`: the U-Net on every voxel."""
+    return _analyze(models, scans, tmp_path_factory.mktemp("app_py_whole"), "--whole-scan")
 
 
 def _app_run(app, export_dir, scans, out_dir, *extra):
@@ -119,9 +131,13 @@ def test_torchscript_matches_torchlite_analyze(app, models, scans, python_result
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(report_path.read_text())
     assert [s["series_uid"] for s in report["scans"]] == [p.stem for p in scans]  # uid = the file stem
+    assert report["config"]["lung_region"] is True and python_result["config"]["lung_region"] is True
     total = 0
     for cpp_scan, py_scan, path in zip(report["scans"], python_result["scans"], scans):
         assert cpp_scan["shape"] == py_scan["shape"] and cpp_scan["spacing_xyz"] == py_scan["spacing_xyz"]
+        # the same box segmented (a part of the scan: the lungs were found)
+        assert py_scan["lung_region"]["found"] and py_scan["lung_region"]["fraction"] < 0.75
+        assert cpp_scan["lung_region"] == py_scan["lung_region"]
         _assert_same_detections(cpp_scan, py_scan, malignancy=True)
         # xyz from the C++ geometry is the Python Geometry's xyz of the same center (flipped axes too).
         h = read_header(path)
@@ -142,6 +158,23 @@ def test_torchscript_matches_torchlite_analyze(app, models, scans, python_result
         assert float(row[4]) == d["probability"] and float(row[5]) == d["malignancy"]
 
 
+def test_whole_scan_matches_torchlite_analyze_whole_scan(app, models, scans, python_result, python_whole_result,
+                                                         tmp_path):
+    """--whole-scan on both sides: every voxel segmented, no box recorded, the same detections."""
+    result, _, report_path = _app_run(app, models / "exported", scans, tmp_path, "--whole-scan")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report["config"]["lung_region"] is False and python_whole_result["config"]["lung_region"] is False
+    for cpp_scan, py_scan in zip(report["scans"], python_whole_result["scans"]):
+        assert cpp_scan["lung_region"] is None and py_scan["lung_region"] is None
+        assert "lung_region" not in cpp_scan["seconds"] and set(cpp_scan["seconds"]) == set(py_scan["seconds"])
+        _assert_same_detections(cpp_scan, py_scan, malignancy=True)
+    # Not the same run as the default: the untrained U-Net marks voxels everywhere, and the lung region
+    # skips the groups outside the box.
+    whole = sum(len(s["detections"]) for s in report["scans"])
+    assert sum(len(s["detections"]) for s in python_result["scans"]) < whole
+
+
 def test_aoti_matches_torchlite_analyze_on_one_scan(app, models, scans, python_result, tmp_path):
     """AOTInductor packages (seg and cls only: the malignancy model is optional) on the flipped scan."""
     if shutil.which("c++") is None and shutil.which("g++") is None:
@@ -160,6 +193,97 @@ def test_aoti_matches_torchlite_analyze_on_one_scan(app, models, scans, python_r
     # Without a TorchScript file in this export, asking for one is a clean error naming the field.
     result, _, _ = _app_run(app, export, [scans[flipped]], tmp_path, "--format", "torchscript")
     _assert_one_error(result, "models.seg.files.torchscript")
+
+
+# --- the lung region: Python's box, its fallback, its window at the scan's edge ---
+
+class NoNodule(nn.Module):
+    """Probability 0 everywhere: no groups, so a run is the lung-region search and a cheap segmentation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x[:, :1])
+
+
+def _export_with_seg(models: Path, folder: Path, seg: nn.Module) -> Path:
+    shutil.copytree(models / "exported", folder)
+    torch.jit.save(torch.jit.script(seg), str(folder / "seg.ts.pt"))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def full_scan(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("app_synth_full")
+    generate_dataset(root, 1, seed=0, size="full", progress=False)  # 512 x 512 in-plane
+    return next(root.glob("subset*/*.mhd"))
+
+
+def _python_box(path: Path) -> dict:
+    scan = CtScan(path).open()
+    return lung_box(scan.tensor, scan.geometry.spacing[::-1]).to_json()
+
+
+def test_the_box_is_python_lung_box_on_full_size_and_small_scans(app, models, scans, full_scan, tmp_path):
+    export = _export_with_seg(models, tmp_path / "export", NoNodule())
+    paths = [full_scan, *scans]
+    result = _run([app, "--models", export, "--ct", *paths, "--out", tmp_path / "d.csv", "--report", tmp_path / "r.json"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["scans"][0]["shape"][1:] == [512, 512]
+    for path, scan in zip(paths, report["scans"]):
+        want = _python_box(path)
+        assert want["found"] and want["fraction"] < 0.75, (path.name, want)
+        assert scan["lung_region"] == want, path.name  # box_irc integer-equal, same fraction
+        assert "lung_region" in scan["seconds"]
+    assert report["scans"][0]["lung_region"]["fraction"] < 0.5  # a full-size chest: about a third
+    assert "using the whole scan" not in result.stderr
+
+
+def test_without_lungs_the_box_falls_back_to_the_whole_scan(app, models, scans, tmp_path):
+    export = _export_with_seg(models, tmp_path / "export", NoNodule())
+    chest = CtScan(scans[0]).open().array
+    phantom = np.full((20, 64, 64), -1000, dtype=np.int16)
+    phantom[8:12, 20:30, 20:30] = 100
+    volumes = {"uniform": np.full((20, 64, 64), 40, dtype=np.int16),  # no air
+               "air": np.full((20, 64, 64), -1000, dtype=np.int16),  # all air touches the border
+               "phantom": phantom,
+               "lung_only": np.ascontiguousarray(chest[:, 70:100, 40:65]),  # too little air inside
+               "cut": np.ascontiguousarray(chest[:, :, chest.shape[2] // 4:])}  # lungs cut by the field of view
+    paths = [write_scan(tmp_path / "scans" / f"{name}.mhd", v, spacing=read_header(scans[0]).spacing)
+             for name, v in volumes.items()]
+    result = _run([app, "--models", export, "--ct", *paths, "--out", tmp_path / "d.csv", "--report", tmp_path / "r.json"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    reasons = set()
+    for path, scan in zip(paths, report["scans"]):
+        want = _python_box(path)
+        d, h, w = scan["shape"]
+        assert want["found"] is False and want["box_irc"] == [0, d, 0, h, 0, w] and want["fraction"] == 1.0
+        assert scan["lung_region"] == want, path.name  # the same reason too
+        assert f"{path.stem}: lung region: using the whole scan ({d}, {h}, {w}): {want['reason']}" in result.stderr
+        reasons.add(want["reason"].split(" (")[0])
+    assert len(reasons) == 4 and "cut" in report["scans"][-1]["lung_region"]["reason"]  # every fallback rule
+
+
+def test_a_window_padded_at_the_scan_edge_matches_torchlite_analyze(app, models, scans, tmp_path):
+    """A box reaching the scan's bottom and right edges, whose sizes are no multiple of 4: the window is
+    padded with air there, as segment.py pads it."""
+    header = read_header(scans[1])
+    chest = CtScan(scans[1]).open().array
+    box = _python_box(scans[1])["box_irc"]
+    cropped = np.ascontiguousarray(chest[:, :box[3] - 3, :box[5] - 3])  # lungs + margin still reach the edges
+    path = write_scan(tmp_path / "scans" / "edge.mhd", cropped, spacing=header.spacing, origin=header.origin,
+                      direction=header.direction)
+    want = _python_box(path)
+    z0, z1, y0, y1, x0, x1 = want["box_irc"]
+    assert want["found"] and y1 == cropped.shape[1] and x1 == cropped.shape[2]
+    assert _grid_window(y0, y1, cropped.shape[1])[2] > 0 and _grid_window(x0, x1, cropped.shape[2])[2] > 0
+    py_scan = _analyze(models, [path], tmp_path / "py")["scans"][0]
+    result, _, report_path = _app_run(app, models / "exported", [path], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cpp_scan = json.loads(report_path.read_text())["scans"][0]
+    assert cpp_scan["lung_region"] == py_scan["lung_region"] == want
+    assert py_scan["detections"]  # not a vacuous comparison
+    _assert_same_detections(cpp_scan, py_scan, malignancy=True)
 
 
 # --- the grouping rules and geometry on a scan whose answer is known --------
@@ -184,6 +308,7 @@ def test_groups_follow_the_published_rules_on_a_hand_made_scan(app, models, tmp_
     hu[3:8, 4:9, 8:10] = 500  # ... heavier on its high-column side
     hu[10, 12:15, 2:5] = 300  # a 3x3 square on one slice
     hu[9, 0:3, 16:19] = 200  # a 3x3 square touching the scan's edge (row 0)
+    # (no air inside a body: the lung region falls back to the whole scan, every voxel is segmented)
     spacing, origin = (0.7, 0.8, 2.5), (-12.5, 30.25, -101.0)
     direction = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)  # flip_xy
     mhd = write_scan(tmp_path / "hand.mhd", hu, spacing=spacing, origin=origin, direction=direction)
