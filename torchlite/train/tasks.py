@@ -166,7 +166,10 @@ class Task(abc.ABC):
         fmt = self.args.memory_format
         return fmt == "channels_last" or (fmt == "auto" and self.channels_last_by_default)
 
-    channels_last_by_default = False
+    # The book's models on CPU (oneDNN) run faster channels-last: Conv3d
+    # 2-10x (cls, mal), the 2D U-Net ~1.1-1.3x (seg; `torchlite bench --only
+    # "training steps"`). Any task can say otherwise.
+    channels_last_by_default = True
 
     def trainable_parameters(self, model: nn.Module):
         return [p for p in model.parameters() if p.requires_grad]
@@ -176,9 +179,6 @@ class _PatchTask(Task):
     """cls and mal: LunaModel on 32x48x48 patches, cross-entropy."""
 
     dataset_class: type
-    # Conv3d on CPU: channels-last runs the book's model 2-10x faster (oneDNN);
-    # see the README's numbers.
-    channels_last_by_default = True
 
     def build_model(self) -> nn.Module:
         from torchlite.models import LunaModel
