@@ -10,6 +10,10 @@ namespace {
 
 int64_t floor_mod(int64_t a, int64_t m) { return ((a % m) + m) % m; }  // Python's a % m, m > 0
 
+// How far an input pixel reaches in the U-Net's output (torchlite.analysis.segment.UNET_REACH):
+// the window is read this much wider than the box, so inside the box the output is the whole slice's.
+constexpr int64_t kUnetReach = 24;
+
 }  // namespace
 
 std::array<int64_t, 3> grid_window(int64_t lo, int64_t hi, int64_t size, int64_t multiple) {
@@ -37,8 +41,10 @@ at::Tensor segment_volume(const at::Tensor& volume, Model& seg, const ModelEntry
   };
   // The in-plane window: on the U-Net's grid, padded with air where the scan ends
   // (the whole slice: pad to the next multiple, Python's -height % SIDE_MULTIPLE).
-  const auto [r0, r1, pad_h] = grid_window(y0, y1, height, multiple(2));
-  const auto [c0, c1, pad_w] = grid_window(x0, x1, width, multiple(3));
+  const auto [r0, r1, pad_h] =
+      grid_window(std::max<int64_t>(0, y0 - kUnetReach), std::min(height, y1 + kUnetReach), height, multiple(2));
+  const auto [c0, c1, pad_w] =
+      grid_window(std::max<int64_t>(0, x0 - kUnetReach), std::min(width, x1 + kUnetReach), width, multiple(3));
   const bool whole = b == VoxelBox{0, depth, 0, height, 0, width};
   const at::Tensor window = volume.slice(1, r0, r1).slice(2, c0, c1);  // a view: the gather reads only the window
   const int64_t context = pipeline.context_slices;

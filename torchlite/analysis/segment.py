@@ -8,9 +8,9 @@ loop over voxels or over the context slices).
 
 With a ``box`` (the lung region, see :mod:`torchlite.analysis.lung_region`)
 only the box's slices are segmented, and of each only an in-plane window:
-the box's rows and columns widened to the U-Net's pooling grid (starting on
-a multiple of ``SIDE_MULTIPLE``, so away from the window's edges the output
-is the whole slice's). Context slices are still clamped to the whole scan,
+the box's rows and columns widened by the U-Net's reach (``UNET_REACH``)
+and to its pooling grid (starting on a multiple of ``SIDE_MULTIPLE``), so
+inside the box the output is the whole slice's. Context slices are still clamped to the whole scan,
 not to the box. Voxels outside the box get probability 0.
 """
 
@@ -28,6 +28,11 @@ CONTEXT = 3  # slices each side; UNetWrapper takes 2 * CONTEXT + 1 channels
 # The U-Net pools twice by 2 (depth 3): on other sides its output shrinks, so
 # slices are padded with air up to a multiple of this, and the output cropped.
 SIDE_MULTIPLE = 4
+# How far (pixels) an input pixel reaches in the book's U-Net's output: two
+# 3x3 convolutions at each of 3 levels, down and up (measured: 23). A box's
+# in-plane window is read this much wider than the box, so inside the box
+# the probabilities are the whole slice's.
+UNET_REACH = 24
 
 
 def context_indices(start: int, stop: int, depth: int) -> torch.Tensor:
@@ -86,8 +91,8 @@ def segment_volume(volume: torch.Tensor, model: nn.Module, *, batch_size: int = 
     if channels_last is None:
         channels_last = device.type == "cpu"  # oneDNN's faster layout for these convolutions
     z0, z1, y0, y1, x0, x1 = _check_box(box, volume.shape)
-    r0, r1, pad_h = _grid_window(y0, y1, volume.shape[1])
-    c0, c1, pad_w = _grid_window(x0, x1, volume.shape[2])
+    r0, r1, pad_h = _grid_window(max(0, y0 - UNET_REACH), min(volume.shape[1], y1 + UNET_REACH), volume.shape[1])
+    c0, c1, pad_w = _grid_window(max(0, x0 - UNET_REACH), min(volume.shape[2], x1 + UNET_REACH), volume.shape[2])
     rows, cols = slice(r0, r1), slice(c0, c1)
     whole = (z0, z1, y0, y1, x0, x1) == (0, volume.shape[0], 0, volume.shape[1], 0, volume.shape[2])
     out = torch.empty(volume.shape, dtype=torch.float32) if whole else torch.zeros(volume.shape, dtype=torch.float32)
