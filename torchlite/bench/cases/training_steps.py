@@ -228,6 +228,7 @@ def _book_seg_theta(n: int, generator: torch.Generator) -> torch.Tensor:
         s, c = math.sin(a), math.cos(a)
         t @= torch.tensor([[c, -s, 0], [s, c, 0], [0, 0, 1]])
         thetas.append(t)
+    # As the book: the offset sits in row 2, which the (2, 3) theta drops (its offset is never applied).
     return torch.stack(thetas)[:, :2]
 
 
