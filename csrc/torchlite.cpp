@@ -8,6 +8,8 @@
 // truth for Python and C++ alike.
 #include <torch/library.h>
 
+#include "cpu/output_pool.h"
+
 TORCH_LIBRARY(torchlite, m) {
   // --- crop3d: N patches of size (d,h,w) around integer IRC centers ---------
   // volume (D,H,W) int16|float32, centers (N,3) int64 -> (N,1,d,h,w) float32.
@@ -64,4 +66,9 @@ TORCH_LIBRARY(torchlite, m) {
       "_dice_loss_backward(Tensor grad, Tensor sums, Tensor label, float eps, "
       "float fn_weight, ScalarType dtype) -> Tensor",
       {at::Tag::pt2_compliant_tag});
+
+  // --- the CPU kernels' output cache (cpu/output_pool.h) --------------------
+  // No tensor arguments, so one kernel serves every backend.
+  m.def("_output_cache_stats() -> int[]", &torchlite::cpu::output_cache_stats);
+  m.def("_output_cache_release() -> ()", &torchlite::cpu::output_cache_release);
 }

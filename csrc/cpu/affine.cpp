@@ -1,11 +1,11 @@
 // CPU kernels of affine3d / affine2d: F.affine_grid + F.grid_sample
 // (align_corners=False) + Gaussian noise, fused, without a sampling grid.
+#include "cpu/output_pool.h"
 #include "cpu/resample_run.h"
 #include "kernels/voxel_map.h"
 #include "sampling_args.h"
 
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <vector>
@@ -42,7 +42,7 @@ at::Tensor affine_cpu(const char* op, const at::Tensor& input, const at::Tensor&
                       double fill, double noise_std, int64_t seed) {
   sampling::check_affine(op, K, input, theta, fill, noise_std);
   const Padding pad_mode = sampling::parse_padding(op, padding);
-  auto out = at::empty(input.sizes(), input.options().memory_format(at::MemoryFormat::Contiguous));
+  auto out = cpu::empty_output(input.sizes(), input.scalar_type());
   if (out.numel() == 0) return out;
 
   cpu::Job<K> job;

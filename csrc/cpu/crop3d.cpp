@@ -13,22 +13,18 @@
 // every 4th row lands on a new page and the hardware prefetcher never gets
 // going; the loop then waits on memory for each row in turn. Software
 // prefetching a couple of kilobytes of rows ahead made it ~3x faster. A fresh
-// 75 MB output costs more than the crop itself in 4 KB page faults, hence the
-// huge-page advice below (and the out= variant, which skips both).
+// 75 MB output costs more than the crop itself in page faults, hence the
+// output cache (cpu/output_pool.h) and the out= variant.
+#include "cpu/output_pool.h"
 #include "crop3d_args.h"
 #include "kernels/crop3d.h"
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cstdint>
-
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
 
 #if defined(__GNUC__)
 // always_inline: GCC's mod/ref analysis takes a function whose only effect
@@ -56,8 +52,6 @@ constexpr int64_t kVoxelsPerTask = 1 << 15;
 // rows ahead was 1.4x slower than 12, beyond ~16 rows of 96 B it is flat).
 constexpr int64_t kPrefetchBytes = 2048;
 
-// Fresh outputs at least this large are advised onto 2 MB pages.
-constexpr int64_t kHugePageMinBytes = int64_t(8) << 20;
 
 // The clip bounds come by value: read through a pointer they could alias the
 // float stores to dst as far as the compiler knows, forcing a reload per
@@ -199,22 +193,6 @@ void crop_rows(const at::Tensor& volume, const at::Tensor& centers,
 // cost of a fresh output. The range is rounded inward to whole 2 MB pages,
 // so only this tensor's own memory is advised; torch does the same for all
 // allocations under THP_MEM_ALLOC_ENABLE=1. Failure only loses the speed-up.
-void advise_huge_pages(const at::Tensor& out) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  const int64_t nbytes = out.numel() * int64_t(sizeof(float));
-  if (nbytes < kHugePageMinBytes) return;
-  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
-  const auto begin = reinterpret_cast<uintptr_t>(out.const_data_ptr());
-  const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t last = (begin + uintptr_t(nbytes)) & ~(kHuge - 1);
-  if (last > first) {
-    (void)madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
-  }
-#else
-  (void)out;
-#endif
-}
-
 void crop3d_into(const at::Tensor& volume, const at::Tensor& centers,
                  const crop3d::Args& a, at::Tensor& out) {
   if (out.numel() == 0) return;
@@ -230,8 +208,7 @@ at::Tensor crop3d_cpu(const at::Tensor& volume, const at::Tensor& centers,
                       at::IntArrayRef size, double fill, bool clamp,
                       std::optional<at::ArrayRef<double>> clip) {
   const auto a = crop3d::check_args(kOp, volume, centers, size, fill, clamp, clip);
-  at::Tensor out = at::empty(crop3d::out_shape(centers, a), volume.options().dtype(at::kFloat));
-  advise_huge_pages(out);
+  at::Tensor out = cpu::empty_output(crop3d::out_shape(centers, a), at::kFloat);
   crop3d_into(volume, centers, a, out);
   return out;
 }

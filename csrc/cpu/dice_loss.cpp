@@ -23,6 +23,7 @@
 #include <tuple>
 #include <vector>
 
+#include "cpu/output_pool.h"
 #include "kernels/dice.h"
 #include "dice_args.h"
 
@@ -205,7 +206,7 @@ at::Tensor dice_loss_backward_cpu(const at::Tensor& grad,
                                   const at::Tensor& label, double eps,
                                   double fn_weight, at::ScalarType dtype) {
   dice::check_backward_inputs(grad, sums, label, dtype);
-  at::Tensor out = at::empty(label.sizes(), label.options().dtype(dtype));
+  at::Tensor out = cpu::empty_output(label.sizes(), dtype);
   const int64_t n = label.size(0);
   const int64_t m = dice::per_sample(label);
   if (out.numel() == 0) return out;

@@ -1,12 +1,12 @@
 // CPU kernel of sample_patches3d: crop + affine + clip + noise in one pass,
 // straight from the whole scan (any strides: a memory-mapped volume is read
 // in place, only the voxels the patches touch).
+#include "cpu/output_pool.h"
 #include "cpu/resample_run.h"
 #include "kernels/voxel_map.h"
 #include "sampling_args.h"
 
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <vector>
@@ -32,7 +32,7 @@ at::Tensor sample_patches3d_cpu(const at::Tensor& volume, const at::Tensor& cent
   sampling::check_sample_patches(volume, centers, theta, size, fill, noise_std);
   const sampling::Clip clip_range = sampling::parse_clip("sample_patches3d", clip);
   const int64_t n = centers.size(0);
-  auto out = at::empty({n, 1, size[0], size[1], size[2]}, volume.options().dtype(at::kFloat));
+  auto out = cpu::empty_output({n, 1, size[0], size[1], size[2]}, at::kFloat);
   if (out.numel() == 0) return out;
 
   cpu::Job<3> job;

@@ -13,6 +13,7 @@ _library.load()
 from torchlite.ops.affine import affine2d, affine3d  # noqa: E402
 from torchlite.ops.crop import crop3d  # noqa: E402
 from torchlite.ops.dice import DiceLoss, dice_loss  # noqa: E402
+from torchlite.ops.output_cache import OutputCacheInfo, output_cache_info, release_output_cache  # noqa: E402
 from torchlite.ops.random_affine import AffineDraw, RandomAffine2d, RandomAffine3d  # noqa: E402
 from torchlite.ops.sample_patches import sample_patches3d  # noqa: E402
 from torchlite.ops.theta import normalized_theta_to_voxel, voxel_theta_to_normalized  # noqa: E402
@@ -29,4 +30,7 @@ __all__ = [
     "AffineDraw",
     "normalized_theta_to_voxel",
     "voxel_theta_to_normalized",
+    "OutputCacheInfo",
+    "output_cache_info",
+    "release_output_cache",
 ]
