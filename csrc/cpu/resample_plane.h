@@ -19,15 +19,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace torchlite {
 namespace cpu {
-
-struct PlaneScratch {
-  std::vector<float> blended;             // channels x (box + ring)
-  std::vector<int32_t> span_lo, span_hi;  // per box row: the columns read
-};
 
 // Per output voxel: offset of corner (y0, x0) in the ringed box, the deltas
 // to y1 and x1 (0 where clamped), and the weights.
@@ -37,6 +33,27 @@ struct alignas(64) PlanePlan {
   int32_t dx[kTile];
   float wy[kTile];
   float wx[kTile];
+};
+
+// What a plane's interpolation plan depends on: its in-plane map (relative to
+// its box) and the box and plane sizes.
+struct PlaneKey {
+  kernels::VoxelMap<2> map;
+  int32_t bh, bw, h, w;
+};
+
+// A thread's working memory across the planes it runs.
+struct PlaneScratch {
+  std::vector<float> blended;             // channels x (box + ring)
+  std::vector<int32_t> span_lo, span_hi;  // per box row: the columns read
+  // The last plane's plan (one PlanePlan per kTile chunk) and row spans. The
+  // next plane of the patch reuses them when its key is the same, which is
+  // every plane for the book's augmentation (flips, scales, offsets and
+  // rotations about the index axis do not move the in-plane map with z):
+  // planning costs about as much as interpolating.
+  std::vector<PlanePlan> plans;
+  PlaneKey key{};
+  bool have_plan = false;
 };
 
 // One axis of a row segment: lower corner c0, delta c1 - c0, weight.
@@ -176,7 +193,7 @@ inline void row_spans(const kernels::VoxelMap<2>& map, int32_t h, int32_t w, int
 // Output plane kz of image n_img through the plane path; false (nothing
 // written) when it does not apply.
 template <Padding P, bool Clip, typename src_t, typename out_t>
-inline bool run_plane(const Job<3>& job, int64_t n_img, int32_t kz, const src_t* src, out_t* out, PlanePlan& plan,
+inline bool run_plane(const Job<3>& job, int64_t n_img, int32_t kz, const src_t* src, out_t* out,
                       PlaneScratch& scratch) {
   const kernels::VoxelMap<3>& map = job.maps[n_img];
   if (map.m[0][1] != 0.0 || map.m[0][2] != 0.0) return false;
@@ -209,7 +226,27 @@ inline bool run_plane(const Job<3>& job, int64_t n_img, int32_t kz, const src_t*
   const int64_t sz = job.src_stride[0], sy = job.src_stride[1], sx = job.src_stride[2];
   const float pad = P == Padding::kBorder ? 0.f : job.pad;
   const bool trim = P != Padding::kBorder;
-  if (trim) row_spans(map2, h, w, bh, bw, scratch);
+  const int64_t plane = static_cast<int64_t>(h) * w;
+  const int64_t chunks = (plane + kTile - 1) / kTile;
+  PlaneKey key;
+  std::memset(&key, 0, sizeof(key));  // padding bytes too: keys are compared bytewise
+  key.map = map2;
+  key.bh = bh;
+  key.bw = bw;
+  key.h = h;
+  key.w = w;
+  if (!scratch.have_plan || std::memcmp(&key, &scratch.key, sizeof(key)) != 0) {
+    if (trim) row_spans(map2, h, w, bh, bw, scratch);
+    scratch.plans.resize(static_cast<size_t>(chunks));
+    alignas(64) int32_t cy[kTile], cx[kTile];
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t d = c * kTile;
+      const int n = static_cast<int>(std::min<int64_t>(kTile, plane - d));
+      plan_plane<P>(map2, w, bh, bw, stride, d, n, scratch.plans[c], cy, cx);
+    }
+    scratch.key = key;
+    scratch.have_plan = true;
+  }
   for (int64_t c = 0; c < job.channels; ++c) {
     const src_t* image = src + n_img * job.src_image_stride + c * job.src_channel_stride;
     const src_t* corner = image + static_cast<int64_t>(box_lo[0]) * sy + static_cast<int64_t>(box_lo[1]) * sx;
@@ -258,13 +295,12 @@ inline bool run_plane(const Job<3>& job, int64_t n_img, int32_t kz, const src_t*
     }
   }
 
-  const int64_t plane = static_cast<int64_t>(h) * w;
   const int64_t spatial = plane * job.out_size[0];
   alignas(64) float buffer[kTile];
-  alignas(64) int32_t cy[kTile], cx[kTile];
-  for (int64_t d = 0; d < plane; d += kTile) {
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    const int64_t d = chunk * kTile;
     const int n = static_cast<int>(std::min<int64_t>(kTile, plane - d));
-    plan_plane<P>(map2, w, bh, bw, stride, d, n, plan, cy, cx);
+    const PlanePlan& plan = scratch.plans[chunk];
     for (int64_t c = 0; c < job.channels; ++c) {
       const int64_t e0 = (n_img * job.channels + c) * spatial + kz * plane + d;
       float* dst = chunk_buffer(out, e0, buffer);

@@ -45,7 +45,6 @@ inline void run_items(const Job<K>& job, const src_t* src, out_t* out, int64_t i
   for (int i = 0; i < K; ++i) spatial *= job.out_size[i];
   const Items<K> items = work_items(job);
   TilePlan<K> plan;
-  PlanePlan plane_plan;
   PlaneScratch scratch;
   for (int64_t item = i0; item < i1; ++item) {
     const int64_t n_img = item / items.per_image, seg = item % items.per_image;
@@ -53,7 +52,7 @@ inline void run_items(const Job<K>& job, const src_t* src, out_t* out, int64_t i
     const int64_t len = std::min(items.length, spatial - s0);
     if constexpr (K == 3) {
       if (items.planes &&
-          run_plane<P, Clip>(job, n_img, static_cast<int32_t>(seg), src, out, plane_plan, scratch)) {
+          run_plane<P, Clip>(job, n_img, static_cast<int32_t>(seg), src, out, scratch)) {
         continue;
       }
     }
