@@ -256,6 +256,21 @@ def test_theta_conversions_round_trip(size):
     torch.testing.assert_close(normalized_theta_to_voxel(eye, size), eye)
 
 
+@pytest.mark.parametrize("size", [(32, 48, 48), (5, 6, 7), (64, 64), (3, 8)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("batch", [(), (4,), (2, 3)])
+def test_numpy_and_torch_conversions_agree(size, dtype, batch):
+    # CPU tensors without grad convert in numpy (a Dataset converts one
+    # sample at a time); tensors that need grad take the torch formula.
+    k = len(size)
+    theta = torch.randn(*batch, k, k + 1, generator=_gen(1), dtype=torch.float64).to(dtype)
+    fast = normalized_theta_to_voxel(theta, size)
+    slow = normalized_theta_to_voxel(theta.clone().requires_grad_(), size)
+    assert slow.requires_grad and fast.dtype == dtype and fast.shape == theta.shape
+    assert torch.equal(fast, slow.detach())
+    torch.testing.assert_close(voxel_theta_to_normalized(fast, size), theta)
+
+
 @pytest.mark.parametrize("size", [(9, 16, 16), (8, 15, 14)])
 def test_crop_then_affine3d_equals_sample_patches3d_inside(size):
     # affine3d(crop3d(...), theta_norm) and sample_patches3d(..., theta_vox)

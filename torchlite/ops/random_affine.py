@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -51,26 +52,29 @@ def _draw_linear(
     rotate: bool,
     generator: torch.Generator | None,
 ) -> torch.Tensor:
-    """(n, dims, dims+1) float64 thetas: diag(flip * scale) @ rotation, + offset."""
-    theta = torch.zeros(n, dims, dims + 1, dtype=torch.float64)
-    diag = torch.ones(n, dims, dtype=torch.float64)
+    """(n, dims, dims+1) float64 thetas: diag(flip * scale) @ rotation, + offset.
+
+    The draws come from ``generator`` (torch); the arithmetic on them is numpy,
+    since a Dataset draws one sample at a time and a dozen torch calls on
+    3x4 tensors cost more than the crop they parameterize.
+    """
+    diag = np.ones((n, dims))
     if flip:
-        diag = torch.where(_uniform(n, dims, generator) > 0.5, -diag, diag)
+        diag = np.where(_uniform(n, dims, generator).numpy() > 0.5, -diag, diag)
     if scale:
-        diag = diag * (1.0 + scale * (_uniform(n, dims, generator) * 2 - 1))
-    linear = torch.diag_embed(diag)
+        diag = diag * (1.0 + scale * (_uniform(n, dims, generator).numpy() * 2 - 1))
+    rot = np.broadcast_to(np.eye(dims), (n, dims, dims)).copy()
     if rotate:
         angle = _uniform(n, 1, generator)[:, 0] * (2 * math.pi)
-        c, s = torch.cos(angle), torch.sin(angle)
-        rot = torch.eye(dims, dtype=torch.float64).repeat(n, 1, 1)
+        c, s = torch.cos(angle).numpy(), torch.sin(angle).numpy()
         # Columns 0 and 1 are x (W) and y (H): a rotation in the slice plane.
         rot[:, 0, 0], rot[:, 0, 1] = c, -s
         rot[:, 1, 0], rot[:, 1, 1] = s, c
-        linear = linear @ rot  # the book's order: transform_t @= rotation_t
-    theta[:, :, :dims] = linear
+    theta = np.zeros((n, dims, dims + 1))
+    theta[:, :, :dims] = diag[:, :, None] * rot  # diag(d) @ rot: the book's transform_t @= rotation_t
     if offset:
-        theta[:, :, dims] = offset * (_uniform(n, dims, generator) * 2 - 1)
-    return theta
+        theta[:, :, dims] = offset * (_uniform(n, dims, generator).numpy() * 2 - 1)
+    return torch.from_numpy(theta)
 
 
 def _draw_seed(generator: torch.Generator | None) -> int:

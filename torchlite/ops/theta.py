@@ -34,19 +34,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 __all__ = ["normalized_theta_to_voxel", "voxel_theta_to_normalized"]
 
 
-def _axis_terms(theta: torch.Tensor, size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _checked(theta: torch.Tensor, size: Sequence[int]) -> tuple[int, list[int]]:
+    """(K, the sizes in xyz order) after checking theta's shape against size."""
     k = theta.shape[-2]
     if theta.dim() < 2 or theta.shape[-1] != k + 1:
         raise ValueError(f"theta must have shape (..., K, K+1), got {tuple(theta.shape)}")
     size = [int(s) for s in size]
     if len(size) != k or any(s <= 0 for s in size):
         raise ValueError(f"size must hold {k} positive sizes (index order), got {size}")
-    xyz = size[::-1]
+    return k, size[::-1]
+
+
+def _axis_terms(theta: torch.Tensor, size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    k, xyz = _checked(theta, size)
     dtype = theta.dtype if theta.is_floating_point() else torch.float64
     scale = torch.tensor([2.0 / s for s in xyz], dtype=dtype, device=theta.device)
     center = torch.tensor([(2 * (s // 2) + 1 - s) / s for s in xyz], dtype=dtype, device=theta.device)
@@ -61,11 +67,31 @@ def _reverse(m: torch.Tensor) -> torch.Tensor:
     return torch.cat([lin, t], dim=-1)
 
 
+def _numpy_will_do(theta: torch.Tensor) -> bool:
+    return theta.device.type == "cpu" and not theta.requires_grad and theta.is_floating_point()
+
+
+def _normalized_theta_to_voxel_numpy(theta_norm: np.ndarray, k: int, xyz: list[int]) -> np.ndarray:
+    # The torch formula below, for one sample at a time in a Dataset: numpy's
+    # calls on 3x4 arrays cost ~1 us, torch's ~4 us (a tenth of the crop).
+    scale = np.array([2.0 / s for s in xyz], dtype=theta_norm.dtype)
+    c = np.array([(2 * (s // 2) + 1 - s) / s for s in xyz], dtype=theta_norm.dtype)
+    a_n, t_n = theta_norm[..., :k], theta_norm[..., k]
+    out = np.empty_like(theta_norm)
+    out[..., :k] = a_n * scale[None, :] / scale[:, None]
+    out[..., k] = ((a_n @ c) + t_n - c) / scale
+    rev = list(range(k - 1, -1, -1))  # xyz -> IRC: rows and the linear columns reversed
+    return np.ascontiguousarray(out[..., rev, :][..., rev + [k]])
+
+
 def normalized_theta_to_voxel(theta_norm: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """affine3d theta (..., 3, 4), normalized xyz -> sample_patches3d theta, voxels IRC.
 
     ``size`` is the patch size in index order, (d, h, w) (or (h, w) in 2-D).
     """
+    if _numpy_will_do(theta_norm):
+        k, xyz = _checked(theta_norm, size)
+        return torch.from_numpy(_normalized_theta_to_voxel_numpy(theta_norm.numpy(), k, xyz))
     scale, c, k = _axis_terms(theta_norm, size)
     a_n, t_n = theta_norm[..., :k], theta_norm[..., k]
     a_v = a_n * scale[None, :] / scale[:, None]  # D^-1 A D
