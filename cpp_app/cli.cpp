@@ -23,12 +23,13 @@ T parse_number(std::string_view flag, std::string_view text) {
 
 const char* usage_text() {
   return "usage: torchlite-app --models DIR --ct SCAN.mhd [SCAN.mhd ...] [--ct ...] --out DETECTIONS.csv\n"
-         "                     [--format torchscript|aoti] [--device cpu|cuda] [--threads N]\n"
+         "                     [--format auto|torchscript|aoti] [--device cpu|cuda] [--threads N]\n"
          "                     [--report REPORT.json] [--threshold P] [--batch-size N] [--whole-scan]\n"
          "  --models DIR    the folder `torchlite export` wrote (manifest.json, seg/cls/mal model files)\n"
          "  --ct FILE...    scans to analyze; the series uid is the file name without .mhd\n"
          "  --out FILE      detections CSV: seriesuid,coordX,coordY,coordZ,probability,malignancy\n"
-         "  --format F      torchscript (default) or aoti (AOTInductor packages)\n"
+         "  --format F      auto (default: aoti where the export has AOTInductor packages of every model\n"
+         "                  for --device, else torchscript), torchscript or aoti\n"
          "  --device D      cpu (default) or cuda\n"
          "  --threads N     intra-op threads (default: LibTorch's choice)\n"
          "  --report FILE   JSON report: per scan, stage seconds and detections with diameter\n"
@@ -59,8 +60,8 @@ Options parse_args(int argc, char** argv) {
       o.out = value(i, arg);
     } else if (arg == "--format") {
       o.format = value(i, arg);
-      if (o.format != "torchscript" && o.format != "aoti") {
-        throw UsageError("--format: expected torchscript or aoti, got '" + o.format + "'");
+      if (o.format != "auto" && o.format != "torchscript" && o.format != "aoti") {
+        throw UsageError("--format: expected auto, torchscript or aoti, got '" + o.format + "'");
       }
     } else if (arg == "--device") {
       o.device = value(i, arg);

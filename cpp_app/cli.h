@@ -1,7 +1,7 @@
 // torchlite-app's command line.
 //
 //   torchlite-app --models DIR --ct scan.mhd [--ct ...] --out detections.csv
-//                 [--format torchscript|aoti] [--device cpu|cuda] [--threads N]
+//                 [--format auto|torchscript|aoti] [--device cpu|cuda] [--threads N]
 //                 [--report report.json] [--threshold P] [--batch-size N] [--whole-scan]
 //
 // --models is the folder `torchlite export` wrote (manifest.json and the
@@ -28,7 +28,7 @@ struct Options {
   std::string models;
   std::vector<std::string> ct;
   std::string out;
-  std::string format = "torchscript";
+  std::string format = "auto";
   std::string device = "cpu";
   int threads = 0;  // 0: LibTorch's default
   std::optional<std::string> report;

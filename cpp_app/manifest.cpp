@@ -144,6 +144,13 @@ std::filesystem::path Manifest::model_file(const std::string& task, const std::s
   return path.parent_path() / file->second;
 }
 
+bool Manifest::has_format(const std::string& format) const {
+  for (const auto& [task, entry] : models) {
+    if (entry.files.count(format) == 0) return false;
+  }
+  return !models.empty();
+}
+
 Manifest read_manifest(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ManifestError(path.string() + ": cannot open (is --models the folder `torchlite export` wrote?)");

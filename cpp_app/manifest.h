@@ -65,6 +65,9 @@ struct Manifest {
   // The file of `task` in `format` ("torchscript", "aoti"), or a ManifestError
   // saying the export has no such file.
   std::filesystem::path model_file(const std::string& task, const std::string& format) const;
+
+  // Whether every model of the export has a file in `format`.
+  bool has_format(const std::string& format) const;
 };
 
 Manifest read_manifest(const std::filesystem::path& path);

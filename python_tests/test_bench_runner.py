@@ -24,7 +24,7 @@ def test_targets_compare_medians_within_a_group():
     # A target whose "versus" case is in another group cannot be computed.
     assert targets[1].got is None and not targets[1].met
     table = runner.format_table(results, targets)
-    assert "3.00x" in table and "MISSED" in table
+    assert "3.00x" in table and "n/a not run" in table
 
 
 def test_run_group_measures_every_case_and_json_roundtrips():
@@ -87,3 +87,34 @@ def test_limits_read_the_figures_a_case_measures_itself():
     assert "data wait share <= 0.1: 0.4 MISSED" in table and "0.02 met" in table
     doc = json.loads(runner.to_json(runner.machine_info("cpu"), results, [], limits))
     assert [lim["met"] for lim in doc["limits"]] == [False, True, False]
+
+
+def _counting(calls, name, fail=None):
+    def make(quick, device):
+        if fail:
+            raise registry.CaseUnavailable(fail)
+
+        def fn():
+            calls[name] = calls.get(name, 0) + 1
+            return name
+        return fn
+    return make
+
+
+def test_an_unavailable_case_is_skipped_and_its_target_not_run():
+    calls = {}
+    cases = [Case("g", "ref", _counting(calls, "ref")),
+             Case("g", "app", _counting(calls, "app", fail="program not built"), targets={"ref": 1.2})]
+    results = runner.run_group(cases, quick=True, device="cpu", min_round_s=0.0)
+    assert [r.name for r in results] == ["ref"] and "app" not in calls
+    targets = runner.evaluate_targets(cases, results)
+    assert targets[0].got is None and not targets[0].met
+    assert "not run" in runner.format_table(results, targets)
+
+
+def test_max_rounds_caps_the_rounds_of_the_whole_group():
+    calls = {}
+    cases = [Case("g", "slow", _counting(calls, "slow"), max_rounds=3), Case("g", "other", _counting(calls, "other"))]
+    runner.run_group(cases, quick=False, device="cpu", min_round_s=0.0)
+    # two warm-up / calibration calls, then one call per round (min_round_s=0: one call is a round)
+    assert calls == {"slow": 2 + 3, "other": 2 + 3}

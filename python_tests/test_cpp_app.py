@@ -193,6 +193,14 @@ def test_aoti_matches_torchlite_analyze_on_one_scan(app, models, scans, python_r
     # Without a TorchScript file in this export, asking for one is a clean error naming the field.
     result, _, _ = _app_run(app, export, [scans[flipped]], tmp_path, "--format", "torchscript")
     _assert_one_error(result, "models.seg.files.torchscript")
+    # The default, auto, takes the packages when every model has one for this device ...
+    result, _, report_path = _app_run(app, export, [scans[flipped]], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(report_path.read_text())["format"] == "aoti"
+    # ... and TorchScript otherwise (this export has no AOTInductor packages).
+    result, _, report_path = _app_run(app, models / "exported", [scans[flipped]], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(report_path.read_text())["format"] == "torchscript"
 
 
 # --- the lung region: Python's box, its fallback, its window at the scan's edge ---

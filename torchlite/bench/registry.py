@@ -36,6 +36,14 @@ class Case:
     # ``bench_metrics()`` method after timing (say, the share of a training
     # step spent waiting for data).
     limits: dict[str, float] = field(default_factory=dict)
+    # At most this many timing rounds for the case's group (a full run has 25,
+    # --quick 7): for workloads whose one call takes many seconds.
+    max_rounds: int | None = None
+
+
+class CaseUnavailable(RuntimeError):
+    """Raised by a case's make() when the case cannot run here (say, a program
+    that is not built); the runner skips the case and says why."""
 
 
 _CASES: list[Case] = []

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from torchlite.bench.registry import Case, groups
+from torchlite.bench.registry import Case, CaseUnavailable, groups
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,18 @@ def _time_once(fn, device: str, inner: int) -> float:
 
 
 def run_group(cases: list[Case], *, quick: bool, device: str, min_round_s: float = 0.02) -> list[CaseResult]:
-    fns = []
+    fns, kept = [], []
     for c in cases:
         log.info("setting up %s / %s", c.group, c.name)
-        fns.append(c.make(quick, device))
+        try:
+            fns.append(c.make(quick, device))
+        except CaseUnavailable as e:
+            log.warning("skipped %s / %s: %s", c.group, c.name, e)
+            continue
+        kept.append(c)
+    cases = kept
+    if not cases:
+        return []
     # Warm up (first-call costs: allocator, caches, compilation) and calibrate
     # how many calls make one timing long enough to read reliably.
     inner = []
@@ -88,7 +96,7 @@ def run_group(cases: list[Case], *, quick: bool, device: str, min_round_s: float
         t = _time_once(fn, device, 1)
         t = min(t, first)
         inner.append(max(1, min(1000, int(min_round_s / max(t, 1e-9)))))
-    rounds = 7 if quick else 25
+    rounds = min([7 if quick else 25] + [c.max_rounds for c in cases if c.max_rounds])
     samples: list[list[float]] = [[] for _ in cases]
     for r in range(rounds):
         order = list(range(len(cases)))
@@ -172,7 +180,7 @@ def format_table(results: list[CaseResult], targets: list[TargetResult], limits:
             if t.group != group:
                 continue
             got = f"{t.got:.2f}x" if t.got is not None else "n/a"
-            verdict = "met" if t.met else "MISSED"
+            verdict = "met" if t.met else ("MISSED" if t.got is not None else "not run")
             lines.append(f"   target: {t.case} >= {t.want:g}x {t.versus}: {got} {verdict}")
         for r in rs:
             for metric, value in r.metrics.items():

@@ -7,3 +7,4 @@ from torchlite.bench.cases import affine  # noqa: F401
 from torchlite.bench.cases import training_samples  # noqa: F401
 from torchlite.bench.cases import training_steps  # noqa: F401
 from torchlite.bench.cases import analysis  # noqa: F401
+from torchlite.bench.cases import app  # noqa: F401
