@@ -24,7 +24,7 @@ Two groups:
   per-item kernel only add OpenMP hand-offs, which on a busy machine cost
   more than the work;
 - DataLoader with 2 persistent workers (the issue's setting), one epoch of
-  2 batches per call (one per worker, in parallel), each call on the next
+  8 batches per call (4 per worker, in parallel), each call on the next
   indices.
 """
 
@@ -47,9 +47,12 @@ SIZE = (32, 48, 48)
 N_SCANS = 2
 SYNTH_SEED = 0
 WORKERS = 2
+# Batches per call in the DataLoader group: 4 per worker, so the start of each call's epoch (indices
+# out, first batches back) is spread over several batches, as in a training epoch's steady stream.
+LOADER_BATCHES = 4 * WORKERS
 _WHAT = f"{BATCH} x 32x48x48 + augmentation, {N_SCANS} synthetic 512x512 scans"
 GROUP = f"training samples, in process (1 thread, 1 batch/call): {_WHAT}"
-GROUP_WORKERS = f"training samples, DataLoader {WORKERS} workers ({WORKERS} batches/call): {_WHAT}"
+GROUP_WORKERS = f"training samples, DataLoader {WORKERS} workers ({LOADER_BATCHES} batches/call): {_WHAT}"
 BOOK = "reference: book's uncached path (SimpleITK load per sample)"
 BOOK_READY = "book's augmentation of ready crops (< its diskcache path)"
 DEVICES = ("cpu", "cuda")
@@ -213,7 +216,7 @@ class _NextIndices(Sampler):
 
 
 def _loader(ds, device: str):
-    loader = DataLoader(ds, batch_size=BATCH, sampler=_NextIndices(BATCH * WORKERS), num_workers=WORKERS,
+    loader = DataLoader(ds, batch_size=BATCH, sampler=_NextIndices(BATCH * LOADER_BATCHES), num_workers=WORKERS,
                         persistent_workers=True)
 
     def run():
@@ -224,6 +227,32 @@ def _loader(ds, device: str):
 
 def _make_book_workers(quick: bool, device: str):
     return _loader(_BookDataset(), device)
+
+
+class _BookReadyDataset(Dataset):
+    """The book's augmentation of crops already in memory (< its diskcache path), per sample."""
+
+    def __init__(self):
+        from torchlite.data.datasets import CandidateDataset
+
+        plain = CandidateDataset(_source(), val_stride=0, ratio=1, epoch_samples=10**7)
+        self.chunks = [plain[i].crop[0].numpy() for i in range(BATCH * 8)]
+
+    def __len__(self) -> int:
+        return 10**7
+
+    def __getitem__(self, ndx: int) -> torch.Tensor:
+        return _book_augment(self.chunks[ndx % len(self.chunks)], random.Random(ndx))
+
+
+def _make_book_ready_workers(quick: bool, device: str):
+    return _loader(_BookReadyDataset(), device)
+
+
+def _make_batch_workers(quick: bool, device: str):
+    ds = _dataset("batch")
+    augment, load = ds.batch_augment(), _loader(ds, device)
+    return lambda: [augment(crops) for crops in load()]
 
 
 def _make_sample_workers(quick: bool, device: str):
@@ -239,7 +268,12 @@ register(
          devices=DEVICES)
 )
 register(Case(GROUP_WORKERS, BOOK, _make_book_workers, devices=DEVICES))
+register(Case(GROUP_WORKERS, BOOK_READY, _make_book_ready_workers, devices=DEVICES))
 register(
     Case(GROUP_WORKERS, "torchlite CandidateDataset augment='sample'", _make_sample_workers,
-         targets={BOOK: 50.0}, devices=DEVICES)
+         targets=_GOALS, devices=DEVICES)
+)
+register(
+    Case(GROUP_WORKERS, "torchlite augment='batch': workers crop, BatchAugment3d on the batch", _make_batch_workers,
+         targets=_GOALS, devices=DEVICES)
 )
