@@ -46,9 +46,12 @@ def _want_cuda() -> bool:
 def _extension():
     # Relative paths: setuptools rejects absolute source paths in a wheel build.
     # autograd/ holds C++ autograd kernels (device-independent), cpu/ the
-    # CPU kernels; both are plain C++ and go in every build.
+    # CPU kernels, memory/ the CPU kernels' output cache; all plain C++, in
+    # every build.
     cpu_sources = ["csrc/torchlite.cpp", "csrc/python_module.cpp"] + sorted(
-        glob.glob("csrc/autograd/*.cpp", root_dir=ROOT) + glob.glob("csrc/cpu/*.cpp", root_dir=ROOT)
+        glob.glob("csrc/autograd/*.cpp", root_dir=ROOT)
+        + glob.glob("csrc/cpu/*.cpp", root_dir=ROOT)
+        + glob.glob("csrc/memory/*.cpp", root_dir=ROOT)
     )
     # -fopenmp on compile *and* link: without it at::parallel_for runs on one thread.
     cxx_flags = ["-O3", "-fopenmp", "-fdiagnostics-color=always"]

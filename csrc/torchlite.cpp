@@ -8,7 +8,7 @@
 // truth for Python and C++ alike.
 #include <torch/library.h>
 
-#include "cpu/output_pool.h"
+#include "memory/output_pool.h"
 
 TORCH_LIBRARY(torchlite, m) {
   // --- crop3d: N patches of size (d,h,w) around integer IRC centers ---------
@@ -67,7 +67,7 @@ TORCH_LIBRARY(torchlite, m) {
       "float fn_weight, ScalarType dtype) -> Tensor",
       {at::Tag::pt2_compliant_tag});
 
-  // --- the CPU kernels' output cache (cpu/output_pool.h) --------------------
+  // --- the CPU kernels' output cache (memory/output_pool.h) --------------------
   // No tensor arguments, so one kernel serves every backend.
   m.def("_output_cache_stats() -> int[]", &torchlite::cpu::output_cache_stats);
   m.def("_output_cache_release() -> ()", &torchlite::cpu::output_cache_release);

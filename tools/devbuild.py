@@ -2,7 +2,8 @@
 
     python tools/devbuild.py NAME csrc/cpu/crop3d.cpp [more sources...]
 
-compiles csrc/torchlite.cpp (all schemas) plus the given kernel sources into
+compiles csrc/torchlite.cpp (all schemas), csrc/memory/ (the kernels' output
+cache, which the schema file registers) plus the given kernel sources into
 /tmp/torchlite_dev/NAME/NAME.so and prints that path. Point the package at it
 with TORCHLITE_LIBRARY=<path> to test kernels without rebuilding (or
 breaking) the whole extension; operators whose kernels were left out still
@@ -25,7 +26,8 @@ def main(argv):
     os.makedirs(build_dir, exist_ok=True)
     load(
         name=name,
-        sources=[os.path.join(ROOT, "csrc/torchlite.cpp")] + [os.path.join(ROOT, s) for s in sources],
+        sources=[os.path.join(ROOT, "csrc/torchlite.cpp"), os.path.join(ROOT, "csrc/memory/output_pool.cpp")]
+        + [os.path.join(ROOT, s) for s in sources],
         extra_include_paths=[os.path.join(ROOT, "csrc")],
         extra_cflags=["-O3", "-fopenmp"],
         extra_ldflags=["-fopenmp"],

@@ -1,9 +1,10 @@
 // CPU kernels of affine3d / affine2d: F.affine_grid + F.grid_sample
 // (align_corners=False) + Gaussian noise, fused, without a sampling grid.
-#include "cpu/output_pool.h"
+#include "memory/output_pool.h"
 #include "cpu/resample_run.h"
 #include "kernels/voxel_map.h"
 #include "sampling_args.h"
+#include "sampling_geometry.h"
 
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
@@ -45,29 +46,14 @@ at::Tensor affine_cpu(const char* op, const at::Tensor& input, const at::Tensor&
   auto out = cpu::empty_output(input.sizes(), input.scalar_type());
   if (out.numel() == 0) return out;
 
-  cpu::Job<K> job;
-  job.images = input.size(0);
-  job.channels = input.size(1);
-  int32_t size[K];
-  for (int i = 0; i < K; ++i) {
-    size[i] = static_cast<int32_t>(input.size(2 + i));
-    job.out_size[i] = size[i];
-    job.src_size[i] = size[i];
-    job.src_stride[i] = input.stride(2 + i);
-  }
-  job.src_channel_stride = input.stride(1);
-  job.src_image_stride = input.stride(0);
-  job.pad = pad_mode == Padding::kFill ? static_cast<float>(fill) : 0.f;
-  job.noise_std = static_cast<float>(noise_std);
-  job.key = kernels::philox_key(seed);
-
+  const auto geometry = sampling::affine_geometry<K>(input, pad_mode, fill, noise_std, seed);
   const at::Tensor th = theta.to(at::kDouble).contiguous();
   const double* th_ptr = th.data_ptr<double>();
-  std::vector<kernels::VoxelMap<K>> maps(job.images);
-  for (int64_t n = 0; n < job.images; ++n) {
-    maps[n] = kernels::map_from_normalized_theta<K>(th_ptr + n * K * (K + 1), size);
+  std::vector<kernels::VoxelMap<K>> maps(geometry.images);
+  for (int64_t n = 0; n < geometry.images; ++n) {
+    maps[n] = kernels::map_from_normalized_theta<K>(th_ptr + n * K * (K + 1), geometry.out_size);
   }
-  job.maps = maps.data();
+  const cpu::Job<K> job(geometry, maps.data());
 
   // float32 / float16 / bfloat16 (checked above); the math is float32.
   switch (input.scalar_type()) {

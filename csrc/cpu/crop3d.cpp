@@ -14,8 +14,8 @@
 // going; the loop then waits on memory for each row in turn. Software
 // prefetching a couple of kilobytes of rows ahead made it ~3x faster. A fresh
 // 75 MB output costs more than the crop itself in page faults, hence the
-// output cache (cpu/output_pool.h) and the out= variant.
-#include "cpu/output_pool.h"
+// output cache (memory/output_pool.h) and the out= variant.
+#include "memory/output_pool.h"
 #include "crop3d_args.h"
 #include "kernels/crop3d.h"
 

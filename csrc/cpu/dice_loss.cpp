@@ -23,7 +23,7 @@
 #include <tuple>
 #include <vector>
 
-#include "cpu/output_pool.h"
+#include "memory/output_pool.h"
 #include "kernels/dice.h"
 #include "dice_args.h"
 

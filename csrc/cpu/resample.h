@@ -18,6 +18,7 @@
 #pragma once
 
 #include "kernels/noise.h"
+#include "kernels/resample_geometry.h"
 #include "kernels/sampling.h"
 #include "kernels/voxel_map.h"
 
@@ -45,24 +46,13 @@ using kernels::Padding;
 
 constexpr int kTile = 512;
 
-// What one operator call samples. Source images are (channels, size...) with
-// arbitrary strides; image n's source starts at src + n * src_image_stride
-// (0 when all samples read the same scan). The output is contiguous
-// (images, channels, out_size...).
+// What one operator call samples: the geometry CPU and CUDA share
+// (kernels/resample_geometry.h) and each image's map, computed on the host.
 template <int K>
-struct Job {
-  int64_t images = 0;
-  int64_t channels = 1;
-  int32_t out_size[K] = {};
-  int32_t src_size[K] = {};
-  int64_t src_stride[K] = {};
-  int64_t src_channel_stride = 0;
-  int64_t src_image_stride = 0;
-  const kernels::VoxelMap<K>* maps = nullptr;  // one per image
-  float pad = 0.f;                             // value of corners outside (zeros/fill)
-  float clip_lo = 0.f, clip_hi = 0.f;          // used when Clip
-  float noise_std = 0.f;
-  kernels::PhiloxKey key{0, 0};
+struct Job : kernels::ResampleGeometry<K> {
+  Job(const kernels::ResampleGeometry<K>& geometry, const kernels::VoxelMap<K>* image_maps)
+      : kernels::ResampleGeometry<K>(geometry), maps(image_maps) {}
+  const kernels::VoxelMap<K>* maps;  // one per image
 };
 
 // A tile's interpolation plan, shared by all channels.

@@ -1,10 +1,11 @@
 // CPU kernel of sample_patches3d: crop + affine + clip + noise in one pass,
 // straight from the whole scan (any strides: a memory-mapped volume is read
 // in place, only the voxels the patches touch).
-#include "cpu/output_pool.h"
+#include "memory/output_pool.h"
 #include "cpu/resample_run.h"
 #include "kernels/voxel_map.h"
 #include "sampling_args.h"
+#include "sampling_geometry.h"
 
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
@@ -35,30 +36,16 @@ at::Tensor sample_patches3d_cpu(const at::Tensor& volume, const at::Tensor& cent
   auto out = cpu::empty_output({n, 1, size[0], size[1], size[2]}, at::kFloat);
   if (out.numel() == 0) return out;
 
-  cpu::Job<3> job;
-  job.images = n;
-  job.channels = 1;
-  int32_t patch[3];
-  for (int i = 0; i < 3; ++i) {
-    patch[i] = static_cast<int32_t>(size[i]);
-    job.out_size[i] = patch[i];
-    job.src_size[i] = static_cast<int32_t>(volume.size(i));
-    job.src_stride[i] = volume.stride(i);
-  }
-  job.src_image_stride = 0;  // every patch reads the same scan
-  job.pad = static_cast<float>(fill);
-  job.clip_lo = clip_range.lo;
-  job.clip_hi = clip_range.hi;
-  job.noise_std = static_cast<float>(noise_std);
-  job.key = kernels::philox_key(seed);
-
+  const auto geometry = sampling::patch_geometry(volume, n, size, fill, clip_range, noise_std, seed);
   const at::Tensor th = theta.to(at::kDouble).contiguous();
   const at::Tensor ct = centers.to(at::kDouble).contiguous();
   const double* th_ptr = th.data_ptr<double>();
   const double* ct_ptr = ct.data_ptr<double>();
   std::vector<kernels::VoxelMap<3>> maps(n);
-  for (int64_t i = 0; i < n; ++i) maps[i] = kernels::map_from_patch_theta(th_ptr + i * 12, ct_ptr + i * 3, patch);
-  job.maps = maps.data();
+  for (int64_t i = 0; i < n; ++i) {
+    maps[i] = kernels::map_from_patch_theta(th_ptr + i * 12, ct_ptr + i * 3, geometry.out_size);
+  }
+  const cpu::Job<3> job(geometry, maps.data());
 
   float* dst = out.mutable_data_ptr<float>();
   if (volume.scalar_type() == at::kShort) {

@@ -1,6 +1,7 @@
 // CUDA kernels of affine3d / affine2d (see csrc/cpu/affine.cpp).
 #include "cuda/resample.cuh"
 #include "sampling_args.h"
+#include "sampling_geometry.h"
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -36,22 +37,9 @@ at::Tensor affine_cuda(const char* op, const at::Tensor& input, const at::Tensor
   auto out = at::empty(input.sizes(), input.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
 
-  cuda::Geometry<K> g;
-  g.images = input.size(0);
-  g.channels = input.size(1);
+  const cuda::Geometry<K> g = sampling::affine_geometry<K>(input, pad_mode, fill, noise_std, seed);
   cuda::NormalizedThetaMaps<K> maps;
-  for (int i = 0; i < K; ++i) {
-    const int32_t s = static_cast<int32_t>(input.size(2 + i));
-    g.out_size[i] = s;
-    g.src_size[i] = s;
-    g.src_stride[i] = input.stride(2 + i);
-    maps.size[i] = s;
-  }
-  g.src_channel_stride = input.stride(1);
-  g.src_image_stride = input.stride(0);
-  g.pad = pad_mode == Padding::kFill ? static_cast<float>(fill) : 0.f;
-  g.noise_std = static_cast<float>(noise_std);
-  g.key = kernels::philox_key(seed);
+  for (int i = 0; i < K; ++i) maps.size[i] = g.out_size[i];
   // Converted on the device (no host round trip); kept alive until return,
   // and the stream orders the kernel after the conversion.
   const at::Tensor th = theta.to(at::kDouble).contiguous();

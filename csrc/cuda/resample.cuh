@@ -9,6 +9,7 @@
 #pragma once
 
 #include "kernels/noise.h"
+#include "kernels/resample_geometry.h"
 #include "kernels/sampling.h"
 #include "kernels/voxel_map.h"
 
@@ -24,19 +25,7 @@ namespace cuda {
 using kernels::Padding;
 
 template <int K>
-struct Geometry {
-  int64_t images = 0;
-  int64_t channels = 1;
-  int32_t out_size[K] = {};
-  int32_t src_size[K] = {};
-  int64_t src_stride[K] = {};
-  int64_t src_channel_stride = 0;
-  int64_t src_image_stride = 0;
-  float pad = 0.f;
-  float clip_lo = 0.f, clip_hi = 0.f;
-  float noise_std = 0.f;
-  kernels::PhiloxKey key{0, 0};
-};
+using Geometry = kernels::ResampleGeometry<K>;
 
 // Per-sample maps from F.affine_grid thetas (N, K, K+1), double, contiguous.
 template <int K>

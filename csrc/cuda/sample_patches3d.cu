@@ -1,6 +1,7 @@
 // CUDA kernel of sample_patches3d (see csrc/cpu/sample_patches3d.cpp).
 #include "cuda/resample.cuh"
 #include "sampling_args.h"
+#include "sampling_geometry.h"
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -34,22 +35,9 @@ at::Tensor sample_patches3d_cuda(const at::Tensor& volume, const at::Tensor& cen
   auto out = at::empty({n, 1, size[0], size[1], size[2]}, volume.options().dtype(at::kFloat));
   if (out.numel() == 0) return out;
 
-  cuda::Geometry<3> g;
-  g.images = n;
-  g.channels = 1;
+  const cuda::Geometry<3> g = sampling::patch_geometry(volume, n, size, fill, clip_range, noise_std, seed);
   cuda::PatchMaps maps;
-  for (int i = 0; i < 3; ++i) {
-    g.out_size[i] = static_cast<int32_t>(size[i]);
-    g.src_size[i] = static_cast<int32_t>(volume.size(i));
-    g.src_stride[i] = volume.stride(i);
-    maps.size[i] = static_cast<int32_t>(size[i]);
-  }
-  g.src_image_stride = 0;  // every patch reads the same scan
-  g.pad = static_cast<float>(fill);
-  g.clip_lo = clip_range.lo;
-  g.clip_hi = clip_range.hi;
-  g.noise_std = static_cast<float>(noise_std);
-  g.key = kernels::philox_key(seed);
+  for (int i = 0; i < 3; ++i) maps.size[i] = g.out_size[i];
   const at::Tensor th = theta.to(at::kDouble).contiguous();
   const at::Tensor ct = centers.to(at::kDouble).contiguous();
   maps.theta = th.const_data_ptr<double>();

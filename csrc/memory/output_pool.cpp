@@ -1,5 +1,5 @@
 // The cache behind empty_output (see output_pool.h for why it exists).
-#include "cpu/output_pool.h"
+#include "memory/output_pool.h"
 
 #include <ATen/EmptyTensor.h>
 #include <c10/core/Allocator.h>
