@@ -1,4 +1,4 @@
-"""The CPU operators' output cache (csrc/cpu/output_pool.h).
+"""The CPU operators' output cache (csrc/memory/output_pool.h).
 
 Outputs of 4 MB or more come from a cache of freed outputs. What must hold:
 a reused block is fully overwritten (results equal the references, never a

@@ -1,4 +1,4 @@
-"""The CPU operators' output cache (csrc/cpu/output_pool.h).
+"""The CPU operators' output cache (csrc/memory/output_pool.h).
 
 The CPU kernels of crop3d, affine3d/2d, sample_patches3d and dice_loss's
 backward take outputs of 4 MB or more from a small cache of their own freed
