@@ -184,6 +184,7 @@ def test_manifest_carries_the_pipeline_constants(ts_dir, aoti_dir):
     p = m["pipeline"]
     assert p["hu_clip"] == list(HU_CLIP)
     assert p["segmentation"]["context_slices"] == CONTEXT and p["segmentation"]["channels"] == 2 * CONTEXT + 1
+    assert p["segmentation"]["batch_size"] == 1  # a CPU export: one slice a call is fastest there
     config = AnalysisConfig()
     assert p["grouping"]["threshold"] == config.threshold and p["grouping"]["erosion_iterations"] == config.erosion
     assert p["crop"]["size_irc"] == list(PATCH_SIZE) and p["crop"]["fill_hu"] == AIR_HU

@@ -41,7 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--out", metavar="DIR", default="runs/analyze", help="output folder")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
-    p.add_argument("--batch-size", type=int, default=16, help="slices per segmentation batch")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="slices per segmentation batch (default: 1 on a CPU, measured ~3x faster there than 16; "
+                        "16 on a GPU)")
     p.add_argument("--threshold", type=float, default=0.5, help="segmentation probability that marks a voxel")
     p.add_argument("--whole-scan", action="store_true",
                    help="segment every voxel (default: only the box holding the lungs, found per scan; "
@@ -91,13 +93,13 @@ def run(args: argparse.Namespace) -> int:
     from torchlite import __version__
     from torchlite.analysis.bundle import BundleError, load_bundle
     from torchlite.analysis.detections import Detection, write_detections
-    from torchlite.analysis.pipeline import AnalysisConfig, analyze_scan
+    from torchlite.analysis.pipeline import AnalysisConfig, analyze_scan, default_seg_batch_size
     from torchlite.analysis.views import write_detection_view
     from torchlite.data.metaimage import ScanError
     from torchlite.data.scan import CtScan
     from torchlite.utils.atomic import atomic_write
 
-    if args.batch_size < 1 or args.views < 0 or not 0.0 <= args.threshold < 1.0:
+    if (args.batch_size is not None and args.batch_size < 1) or args.views < 0 or not 0.0 <= args.threshold < 1.0:
         log.error("--batch-size must be >= 1, --views >= 0, --threshold in [0, 1)")
         return 2
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -134,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
     write_detections(out / "detections.csv", detections)
     report = {"torchlite_version": __version__, "device": str(bundle.device), "models": bundle.info,
               "config": {"threshold": config.threshold, "erosion": config.erosion,
-                         "seg_batch_size": config.seg_batch_size, "lung_region": config.lung_region},
+                         "seg_batch_size": config.seg_batch_size or default_seg_batch_size(bundle.device),
+                         "lung_region": config.lung_region},
               "seconds": round(time.perf_counter() - started, 3),
               "scans": [r.to_json() for r in results], "errors": errors}
     with atomic_write(out / "report.json", "w") as f:

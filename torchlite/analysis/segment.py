@@ -76,7 +76,7 @@ def _check_box(box, shape) -> tuple[int, int, int, int, int, int]:
 
 
 @torch.inference_mode()
-def segment_volume(volume: torch.Tensor, model: nn.Module, *, batch_size: int = 16,
+def segment_volume(volume: torch.Tensor, model: nn.Module, *, batch_size: int = 1,
                    device: torch.device | str = "cpu", channels_last: bool | None = None,
                    progress: bool = False, desc: str = "segment", box=None) -> torch.Tensor:
     """Nodule probability of every voxel of (D, H, W) ``volume``: (D, H, W) float32 on the CPU.

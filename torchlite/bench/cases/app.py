@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import io
 import json
 import os
@@ -85,7 +86,11 @@ def _prepared(kind: str) -> tuple[Path, Path]:
 
     if shutil.which("c++") is None and shutil.which("g++") is None:
         raise CaseUnavailable("the AOTInductor export needs a C++ compiler (c++ or g++)")
-    root = Path(tempfile.gettempdir()) / "torchlite_bench" / f"app_{kind}_torch{torch.__version__}"
+    from torchlite.export.manifest import pipeline_constants
+
+    # Keyed by what the export bakes in: torch's version and the pipeline's constants.
+    constants = hashlib.sha1(json.dumps(pipeline_constants("cpu"), sort_keys=True).encode()).hexdigest()[:10]
+    root = Path(tempfile.gettempdir()) / "torchlite_bench" / f"app_{kind}_torch{torch.__version__}_{constants}"
     if not (root / "models" / "exported" / "manifest.json").is_file():  # the export writes it last
         shutil.rmtree(root, ignore_errors=True)
         partial = root.with_name(f"{root.name}.partial-{os.getpid()}")
