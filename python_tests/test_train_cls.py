@@ -23,7 +23,8 @@ def test_help_documents_every_option_with_its_default(capsys):
     for option in ("--data", "--out", "--epochs", "--batch-size", "--num-workers", "--epoch-samples", "--balanced",
                    "--augmented", "--augment-flip", "--augment-offset", "--augment-scale", "--augment-rotate",
                    "--augment-noise", "--lr", "--optimizer", "--finetune", "--finetune-depth", "--device", "--amp",
-                   "--seed", "--resume", "--tb", "--memory-format"):
+                   "--seed", "--resume", "--tb", "--memory-format", "--lr-schedule", "--lr-warmup", "--lr-horizon",
+                   "--ema", "--val-threshold"):
         assert option in text, option
     assert "0.001" in text and "50000" in text  # the book's cls lr and epoch length
 

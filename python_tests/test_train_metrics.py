@@ -58,3 +58,25 @@ def test_segmentation_counts_never_negative():
     assert m["dice"] == pytest.approx(2 / (2 + 2 + 1))
     assert m["recall"] == pytest.approx(0.5) and m["precision"] == pytest.approx(1 / 3)
     assert m["fp_per_label_pixel"] == pytest.approx(1.0)
+
+
+def test_prior_shift_threshold_by_hand():
+    from torchlite.train.metrics import prior_shift_threshold
+
+    # 10 nodules, 490 non-nodules, trained 1:1: odds 49:1 against -> 0.98.
+    assert prior_shift_threshold(10, 490, 1) == pytest.approx(0.98)
+    # Trained 1:7: odds 490 / (7 * 10) = 7 -> 0.875; unbalanced training keeps 0.5.
+    assert prior_shift_threshold(10, 490, 7) == pytest.approx(0.875)
+    assert prior_shift_threshold(10, 490, 0) == 0.5
+    # Bayes: a balanced probability p at the threshold is natural posterior 0.5.
+    p = prior_shift_threshold(10, 490, 1)
+    natural_odds = p / (1 - p) * (10 / 490)
+    assert natural_odds == pytest.approx(1.0)
+
+
+def test_classification_metrics_threshold():
+    labels = torch.tensor([1, 1, 0, 0])
+    probs = torch.tensor([0.99, 0.7, 0.8, 0.1])
+    assert classification_metrics(labels, probs)["fp"] == 1
+    m = classification_metrics(labels, probs, threshold=0.9)
+    assert (m["tp"], m["fp"], m["fn"], m["threshold"]) == (1, 0, 1, 0.9)

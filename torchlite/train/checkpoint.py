@@ -2,7 +2,9 @@
 validation score; both written to a temporary name and renamed.
 
 A checkpoint holds what an identical continuation needs: model and
-optimizer (and AMP scaler) state, the epoch finished, samples seen, the
+optimizer (and AMP scaler) state, the learning-rate scheduler's step count,
+with ``--ema`` the weight average and its update count (``model`` is then
+the average, what validation ran, and ``train_model`` the trained weights), the epoch finished, samples seen, the
 best score so far, and the RNG states of torch (CPU and CUDA), numpy and
 Python's ``random``. Datasets and batch augmentations draw from generators
 seeded by (seed, epoch, index), so restoring the epoch restores them.
@@ -44,12 +46,20 @@ def set_rng_states(states: dict) -> None:
 
 
 def save(path: Path, *, task: str, model, optimizer, scaler, epoch: int, samples_seen: int, args: dict,
-         metrics: dict, best: dict) -> None:
+         metrics: dict, best: dict, scheduler=None, ema=None, train_model=None) -> None:
+    """``model`` is what validation ran (the weight average with --ema);
+    with --ema, ``train_model`` is the trained model and ``ema`` the
+    average's state."""
+    extra = {}
+    if ema is not None:
+        extra = {"train_model": train_model.state_dict(), "ema": ema.state_dict()}
     atomic_save_torch(
         {
             "task": task,
             "model": model.state_dict(),
+            **extra,
             "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
             "epoch": epoch,
             "samples_seen": samples_seen,

@@ -51,6 +51,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-stride", type=int, default=10, help="every N-th series (sorted uids) is validation")
     p.add_argument("--balanced", type=int, default=1, metavar="RATIO",
                    help="cls: non-nodules per nodule in training (0: the unbalanced candidate list)")
+    p.add_argument("--val-threshold", default=None, metavar="P|prior",
+                   help="cls: validation candidates with nodule probability above P count as nodules in precision, "
+                        "recall and F1 (default: the book's 0.5); prior: the probability that means 0.5 at the "
+                        "training series' natural nodule ratio, for a model trained --balanced (from training "
+                        "counts only)" + _WORDS)
     p.add_argument("--augmented", action="store_true", help="every augmentation below (the book's --augmented)")
     p.add_argument("--augment-flip", action="store_true", help="random flips of each axis")
     p.add_argument("--augment-offset", action="store_true", help="random offset (0.1 cls/mal, 0.03 seg)")
@@ -63,6 +68,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=None, help=f"learning rate (default: {_per_task('lr')})" + _WORDS)
     p.add_argument("--optimizer", choices=("sgd", "adam"), default=None,
                    help=f"SGD (momentum 0.99) or Adam (default: {_per_task('optimizer')})" + _WORDS)
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                   help="constant: the book's; cosine: decay to 0 over --lr-horizon epochs, per step, after "
+                        "--lr-warmup epochs of linear warmup")
+    p.add_argument("--lr-warmup", type=float, default=0.0, metavar="EPOCHS",
+                   help="cosine: linear warmup over this many epochs (fractions allowed)")
+    p.add_argument("--lr-horizon", type=int, default=None, metavar="EPOCHS",
+                   help="cosine: the epochs the decay spans (default: --epochs); give the final count to train "
+                        "in pieces with --resume" + _WORDS)
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="validate and checkpoint an exponential moving average of the weights, updated every "
+                        "step with this decay (e.g. 0.99; warmed up as min(DECAY, (1+n)/(10+n)))" + _WORDS)
     p.add_argument("--finetune", metavar="CKPT", default=None,
                    help="mal: start from this nodule classifier checkpoint (its head is re-initialized)" + _WORDS)
     p.add_argument("--finetune-depth", type=int, default=1, metavar="K",
@@ -100,6 +116,27 @@ def _fill_defaults(args: argparse.Namespace) -> None:
     for name in ("epochs", "batch_size", "epoch_samples"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.lr_schedule == "cosine" and args.lr_horizon is None:
+        args.lr_horizon = args.epochs
+    if args.lr_horizon is not None and args.lr_horizon < 1:
+        raise ValueError(f"--lr-horizon must be >= 1, got {args.lr_horizon}")
+    if args.lr_schedule != "cosine" and (args.lr_horizon is not None or args.lr_warmup):
+        raise ValueError("--lr-horizon and --lr-warmup are for --lr-schedule cosine")
+    if not 0.0 <= args.lr_warmup < (args.lr_horizon or args.epochs):
+        raise ValueError(f"--lr-warmup must be in [0, --lr-horizon), got {args.lr_warmup}")
+    if args.ema is not None and not 0.0 < args.ema < 1.0:
+        raise ValueError(f"--ema must be in (0, 1), got {args.ema}")
+    if args.val_threshold is not None:
+        if args.task != "cls":
+            raise ValueError("--val-threshold is for `train cls`")
+        if args.val_threshold != "prior":
+            try:
+                value = float(args.val_threshold)
+            except ValueError:
+                value = -1.0
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"--val-threshold must be a probability in [0, 1) or 'prior', "
+                                 f"got {args.val_threshold!r}")
     if args.num_workers < 0:
         raise ValueError(f"--num-workers must be >= 0, got {args.num_workers}")
     if args.finetune and args.task != "mal":

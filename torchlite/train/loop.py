@@ -31,6 +31,8 @@ from tqdm import tqdm
 
 from torchlite.train import checkpoint, distributed
 from torchlite.train.config import SGD_MOMENTUM
+from torchlite.train.ema import ModelEma
+from torchlite.train.schedule import make_scheduler
 from torchlite.train.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,12 @@ class Trainer:
             # Before the optimizer: conversion replaces the BatchNorm parameters.
             model = distributed.convert_batchnorm(model, self.device)
         self.optimizer = make_optimizer(args.optimizer, task.trainable_parameters(model), args.lr)
+        # Every rank takes the same number of steps (ShardSampler drops the uneven tail).
+        steps_per_epoch = math.ceil(len(distributed.ShardSampler(len(self.train_ds), world)) / args.batch_size)
+        self.scheduler = make_scheduler(self.optimizer, args.lr_schedule, steps_per_epoch,
+                                        args.lr_horizon or args.epochs, args.lr_warmup)
+        # The average of the plain module (DDP keeps the replicas equal, so every rank's is the same).
+        self.ema = ModelEma(model, args.ema) if args.ema else None
         if world.distributed:
             model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None
@@ -100,8 +108,14 @@ class Trainer:
         if ckpt.get("task") != self.task.name:
             raise ValueError(f"--resume: {path} is a {ckpt.get('task')!r} checkpoint, not {self.task.name!r}")
         checkpoint.check_resume_args(ckpt["args"], vars(self.args))
-        distributed.unwrap(self.model).load_state_dict(ckpt["model"])
+        if self.ema is not None:
+            distributed.unwrap(self.model).load_state_dict(ckpt["train_model"])
+            self.ema.load_state_dict(ckpt["model"], ckpt["ema"])
+        else:
+            distributed.unwrap(self.model).load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scheduler") is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.samples_seen, self.best = ckpt["epoch"], ckpt["samples_seen"], ckpt["best"]
@@ -127,7 +141,7 @@ class Trainer:
             self.augment.set_epoch(epoch)
         sampler = distributed.ShardSampler(len(self.train_ds), self.world)
         loader = self._loader(self.train_ds, self.args.batch_size, sampler)
-        acc = self.task.Accumulator()
+        acc = self.task.accumulator(val=False)
         bar = tqdm(loader, desc=f"{self.task.name} E{epoch} train", unit="batch",
                    disable=self.args.no_progress or not self.world.is_main, dynamic_ncols=True)
         for batch in bar:
@@ -141,6 +155,9 @@ class Trainer:
             else:
                 step.loss.backward()
                 self.optimizer.step()
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update(distributed.unwrap(self.model))
             acc.add(step.record)
             bar.set_postfix(loss=f"{float(step.loss.detach()):.4f}")
         self.samples_seen += len(sampler) * self.world.size
@@ -148,17 +165,23 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, epoch: int):
-        model = distributed.unwrap(self.model)  # no DDP collectives: shards differ in length
+        model = self.eval_model()
         model.eval()
         indices = range(self.world.rank, len(self.val_ds), self.world.size)
         loader = self._loader(self.val_ds, self.task.val_batch_size(), list(indices))
-        acc = self.task.Accumulator()
+        acc = self.task.accumulator(val=True)
         bar = tqdm(loader, desc=f"{self.task.name} E{epoch} val", unit="batch",
                    disable=self.args.no_progress or not self.world.is_main, dynamic_ncols=True)
         for batch in bar:
             with self._autocast():
                 acc.add(self.task.step(model, batch, self.device, keep_images=True).record)
         return acc
+
+    def eval_model(self) -> nn.Module:
+        """What validation runs and checkpoints call ``model``: the weight
+        average with --ema, else the trained model (unwrapped: no DDP
+        collectives, validation shards differ in length)."""
+        return self.ema.module if self.ema is not None else distributed.unwrap(self.model)
 
     def _merged(self, acc):
         states = distributed.gather(acc.state(), self.world)
@@ -194,8 +217,10 @@ class Trainer:
         better = math.isfinite(score) and (self.best["value"] is None or score > self.best["value"])
         if better:
             self.best = {"metric": key, "value": score, "epoch": epoch}
-        state = dict(task=self.task.name, model=distributed.unwrap(self.model), optimizer=self.optimizer,
-                     scaler=self.scaler, epoch=epoch, samples_seen=self.samples_seen, args=vars(self.args),
+        state = dict(task=self.task.name, model=self.eval_model(), optimizer=self.optimizer, scaler=self.scaler,
+                     scheduler=self.scheduler, ema=self.ema,
+                     train_model=distributed.unwrap(self.model) if self.ema is not None else None, epoch=epoch,
+                     samples_seen=self.samples_seen, args=vars(self.args),
                      metrics=record, best=self.best)
         checkpoint.save(self.out / checkpoint.LAST, **state)
         if better:

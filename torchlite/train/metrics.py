@@ -42,6 +42,19 @@ def roc_auc(labels: torch.Tensor, scores: torch.Tensor) -> float:
     return u / (n_pos * n_neg)
 
 
+def prior_shift_threshold(n_pos: int, n_neg: int, ratio: int) -> float:
+    """The probability threshold of a classifier trained on ``ratio``
+    negatives per positive that means posterior 0.5 at the natural ratio
+    ``n_neg / n_pos`` (Bayes' rule under prior shift: the natural odds are
+    the balanced ones times ``ratio * n_pos / n_neg``), ``n_neg / (n_neg +
+    ratio * n_pos)``; 0.5 for unbalanced training (``ratio`` 0)."""
+    if ratio == 0:
+        return 0.5
+    if n_pos < 1 or n_neg < 1 or ratio < 0:
+        raise ValueError(f"prior shift needs positives, negatives and ratio >= 0, got {n_pos}, {n_neg}, {ratio}")
+    return n_neg / (n_neg + ratio * n_pos)
+
+
 def classification_metrics(labels: torch.Tensor, probs: torch.Tensor, threshold: float = 0.5) -> dict:
     """Metrics of positive-class probabilities ``probs`` against 0/1 ``labels``."""
     labels = labels.reshape(-1).bool()
@@ -55,6 +68,7 @@ def classification_metrics(labels: torch.Tensor, probs: torch.Tensor, threshold:
     return {
         "n": labels.numel(),
         "n_pos": tp + fn,
+        "threshold": threshold,
         "tp": tp,
         "fp": fp,
         "fn": fn,

@@ -53,9 +53,11 @@ class Step:
 
 
 class ClassificationAccumulator:
-    """Per-sample losses, positive-class probabilities and labels of an epoch."""
+    """Per-sample losses, positive-class probabilities and labels of an
+    epoch; precision, recall and F1 count probabilities above ``threshold``."""
 
-    def __init__(self) -> None:
+    def __init__(self, threshold: float = 0.5) -> None:
+        self.threshold = threshold
         self.parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def add(self, record) -> None:
@@ -72,7 +74,7 @@ class ClassificationAccumulator:
 
     def result(self) -> dict:
         loss, probs, labels = self.state()
-        out = metrics.classification_metrics(labels, probs)
+        out = metrics.classification_metrics(labels, probs, self.threshold)
         out["loss"] = float(loss.mean()) if loss.numel() else float("nan")
         return out
 
@@ -131,6 +133,10 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def build_model(self) -> nn.Module:
         ...
+
+    def accumulator(self, val: bool):
+        """The epoch accumulator of the training (``val`` False) or validation pass."""
+        return self.Accumulator()
 
     def datasets(self, source: LunaSource):
         """(training set, validation set), split by series with --val-stride."""
@@ -227,9 +233,25 @@ class _PatchTask(Task):
 class ClassificationTask(_PatchTask):
     name = "cls"
     dataset_class = CandidateDataset
+    val_threshold = 0.5
 
     def _dataset_kwargs(self) -> dict:
         return {"ratio": self.args.balanced}
+
+    def datasets(self, source: LunaSource):
+        train, val = super().datasets(source)
+        if self.args.val_threshold == "prior":
+            # From the training series' counts only: no validation label is looked at.
+            n_pos, n_neg = (len(train.lists[k]) for k in ("positive", "negative")) if train.ratio else (1, 1)
+            self.val_threshold = metrics.prior_shift_threshold(n_pos, n_neg, train.ratio)
+            log.info("validation threshold %.4f: posterior 0.5 at the training series' ratio of %d nodules to "
+                     "%d non-nodules, trained at 1:%d", self.val_threshold, n_pos, n_neg, train.ratio)
+        elif self.args.val_threshold is not None:
+            self.val_threshold = float(self.args.val_threshold)
+        return train, val
+
+    def accumulator(self, val: bool):
+        return ClassificationAccumulator(self.val_threshold if val else 0.5)
 
 
 class MalignancyTask(_PatchTask):
