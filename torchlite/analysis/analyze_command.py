@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from torchlite import __version__
     from torchlite.analysis.bundle import BundleError, load_bundle
     from torchlite.analysis.detections import Detection, write_detections
-    from torchlite.analysis.pipeline import AnalysisConfig, analyze_scan, default_seg_batch_size
+    from torchlite.analysis.pipeline import AnalysisConfig, analyze_scan
     from torchlite.analysis.views import write_detection_view
     from torchlite.data.metaimage import ScanError
     from torchlite.data.scan import CtScan
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     write_detections(out / "detections.csv", detections)
     report = {"torchlite_version": __version__, "device": str(bundle.device), "models": bundle.info,
               "config": {"threshold": config.threshold, "erosion": config.erosion,
-                         "seg_batch_size": config.seg_batch_size or default_seg_batch_size(bundle.device),
+                         "seg_batch_size": config.seg_batch_size_on(bundle.device),
                          "lung_region": config.lung_region},
               "seconds": round(time.perf_counter() - started, 3),
               "scans": [r.to_json() for r in results], "errors": errors}

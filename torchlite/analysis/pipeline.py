@@ -37,6 +37,10 @@ class AnalysisConfig:
     progress: bool = False
     lung_region: bool = True  # segment only the box holding the lungs (False: every voxel, `--whole-scan`)
 
+    def seg_batch_size_on(self, device: torch.device | str) -> int:
+        """The slices per U-Net call used on ``device``: the configured count, else the device's default."""
+        return self.seg_batch_size or default_seg_batch_size(device)
+
 
 def default_seg_batch_size(device: torch.device | str) -> int:
     """Slices per U-Net call: 1 on a CPU, 16 on a GPU.
@@ -105,9 +109,8 @@ def analyze_scan(scan: CtScan, bundle: ModelBundle, config: AnalysisConfig = Ana
     if config.lung_region:
         box = lung_box(volume, geometry.spacing[::-1])
         watch.lap("lung_region")
-    seg_batch_size = config.seg_batch_size or default_seg_batch_size(bundle.device)
-    probability = segment_volume(volume, bundle.seg, batch_size=seg_batch_size, device=bundle.device,
-                                 progress=config.progress, desc=f"segment {scan.series_uid[-12:]}", box=box)
+    probability = segment_volume(volume, bundle.seg, batch_size=config.seg_batch_size_on(bundle.device),
+                                 device=bundle.device, progress=config.progress, desc=f"segment {scan.series_uid[-12:]}", box=box)
     watch.lap("segment")
 
     groups = group_voxels(probability.numpy(), volume.numpy(), geometry.spacing[::-1], threshold=config.threshold,

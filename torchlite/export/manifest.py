@@ -117,7 +117,7 @@ def _structure(array) -> list:
 def pipeline_constants(device: str = "cpu") -> dict:
     """Everything ``torchlite.analysis.pipeline.analyze_scan`` does between the models on ``device``, as data."""
     from torchlite.analysis.grouping import FACE_CONNECTIVITY, IN_PLANE, WEIGHT_OFFSET_HU
-    from torchlite.analysis.pipeline import AnalysisConfig, default_seg_batch_size
+    from torchlite.analysis.pipeline import AnalysisConfig
     from torchlite.analysis.segment import CONTEXT
     from torchlite.data.datasets.patch_dataset import AIR_HU, HU_CLIP, PATCH_SIZE
 
@@ -129,7 +129,7 @@ def pipeline_constants(device: str = "cpu") -> dict:
             "channels": 2 * CONTEXT + 1,
             "channel_order": "slice i - context ... slice i + context; indices clamped to [0, depth - 1]",
             "input": "HU as float32, clipped to hu_clip",
-            "batch_size": config.seg_batch_size or default_seg_batch_size(device),
+            "batch_size": config.seg_batch_size_on(device),
         },
         "grouping": {
             "threshold": config.threshold,
