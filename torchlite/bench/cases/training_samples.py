@@ -172,11 +172,16 @@ def _make_book(quick: bool, device: str):
     return _one_thread(lambda: _to(torch.stack([ds[i] for i in nxt()]), device))
 
 
-def _make_book_ready(quick: bool, device: str):
+def _ready_crops() -> list[np.ndarray]:
+    """Crops already in memory (no load at all): what the book's diskcache path would serve."""
     from torchlite.data.datasets import CandidateDataset
 
     plain = CandidateDataset(_source(), val_stride=0, ratio=1, epoch_samples=10**7)
-    chunks = [plain[i].crop[0].numpy() for i in range(BATCH * 8)]  # crops in memory: no load at all
+    return [plain[i].crop[0].numpy() for i in range(BATCH * 8)]
+
+
+def _make_book_ready(quick: bool, device: str):
+    chunks = _ready_crops()
     rng, nxt = random.Random(0), _walk(BATCH)
     return _one_thread(lambda: _to(torch.stack([_book_augment(chunks[i % len(chunks)], rng) for i in nxt()]), device))
 
@@ -233,10 +238,7 @@ class _BookReadyDataset(Dataset):
     """The book's augmentation of crops already in memory (< its diskcache path), per sample."""
 
     def __init__(self):
-        from torchlite.data.datasets import CandidateDataset
-
-        plain = CandidateDataset(_source(), val_stride=0, ratio=1, epoch_samples=10**7)
-        self.chunks = [plain[i].crop[0].numpy() for i in range(BATCH * 8)]
+        self.chunks = _ready_crops()
 
     def __len__(self) -> int:
         return 10**7
