@@ -18,11 +18,13 @@ export MAX_JOBS ?= 2
 
 $(DEPS_STAMP): Makefile pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# diskcache (below) is the book's crop cache: the training-samples
+	# benchmark's reference path reads its crops from one.
 	# torch first, pinned: an unpinned torch pulled in by another package
 	# would resolve to a multi-GB CUDA build.
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
 	$(PY) -m pip install --quiet --disable-pip-version-check \
-	    numpy SimpleITK tqdm tensorboard scipy matplotlib fastapi uvicorn python-multipart httpx pybind11 ninja setuptools wheel pytest pytest-benchmark expecttest
+	    numpy SimpleITK tqdm tensorboard scipy matplotlib fastapi uvicorn python-multipart httpx pybind11 ninja setuptools wheel pytest pytest-benchmark expecttest diskcache
 	touch $@
 
 venv: $(DEPS_STAMP)
