@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from torchlite.bench.kept import build_kept_dir
 from torchlite.bench.registry import Case, CaseUnavailable, register
 
 GROUP = "torchlite-app vs torchlite analyze: one synthetic scan (full size; --quick: small), CPU"
@@ -92,15 +93,14 @@ def _prepared(kind: str) -> tuple[Path, Path]:
     constants = hashlib.sha1(json.dumps(pipeline_constants("cpu"), sort_keys=True).encode()).hexdigest()[:10]
     root = Path(tempfile.gettempdir()) / "torchlite_bench" / f"app_{kind}_torch{torch.__version__}_{constants}"
     if not (root / "models" / "exported" / "manifest.json").is_file():  # the export writes it last
-        shutil.rmtree(root, ignore_errors=True)
-        partial = root.with_name(f"{root.name}.partial-{os.getpid()}")
-        shutil.rmtree(partial, ignore_errors=True)
-        generate_dataset(partial / "data", 1, seed=0, size=kind, progress=False)
-        (partial / "models").mkdir()
-        untrained_bundle(partial / "models")
-        if main(["export", "--models", str(partial / "models"), "--format", "torchscript,aoti"]) != 0:
-            raise RuntimeError(f"torchlite export failed for the benchmark's models in {partial}")
-        partial.rename(root)  # whole or not at all
+        def build(partial: Path) -> None:
+            generate_dataset(partial / "data", 1, seed=0, size=kind, progress=False)
+            (partial / "models").mkdir()
+            untrained_bundle(partial / "models")
+            if main(["export", "--models", str(partial / "models"), "--format", "torchscript,aoti"]) != 0:
+                raise RuntimeError(f"torchlite export failed for the benchmark's models in {partial}")
+
+        build_kept_dir(root, build)
     return next((root / "data").glob("subset*/*.mhd")), root / "models"
 
 

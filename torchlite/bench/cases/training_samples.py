@@ -47,7 +47,6 @@ import functools
 import math
 import os
 import random
-import shutil
 import tempfile
 from collections import namedtuple
 from pathlib import Path
@@ -56,6 +55,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
+from torchlite.bench.kept import build_kept_dir
 from torchlite.bench.registry import Case, CaseUnavailable, register
 
 BATCH = 32
@@ -283,22 +283,17 @@ def _book_cache() -> Path:
     directory = root / _CACHE_SCOPE
     if _warm(directory, ds):
         return directory
-    shutil.rmtree(root, ignore_errors=True)
-    partial = root.with_name(f"{root.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    fill = _book_memoized(partial / _CACHE_SCOPE, ds.paths)
-    try:
-        # In series order, as the book's prepcache (sortby_str='series_uid'): one scan load per series.
-        for r in sorted(ds.pos + ds.neg, key=lambda r: (r.series_uid, tuple(r.center_xyz))):
-            fill(*_book_key(r))
-    finally:
-        fill.cache.close()
-    try:
-        partial.rename(root)  # whole or not at all
-    except OSError:  # another process built it first: keep that one
-        shutil.rmtree(partial, ignore_errors=True)
-        if not _warm(directory, ds):
-            raise
+
+    def build(partial: Path) -> None:
+        fill = _book_memoized(partial / _CACHE_SCOPE, ds.paths)
+        try:
+            # In series order, as the book's prepcache (sortby_str='series_uid'): one scan load per series.
+            for r in sorted(ds.pos + ds.neg, key=lambda r: (r.series_uid, tuple(r.center_xyz))):
+                fill(*_book_key(r))
+        finally:
+            fill.cache.close()
+
+    build_kept_dir(root, build)
     return directory
 
 
@@ -337,14 +332,18 @@ def _walk(n: int):
     return indices
 
 
-def _make_book(quick: bool, device: str):
-    ds, nxt = _BookDataset(), _walk(BATCH)
+def _book_in_process(ds: Dataset, device: str):
+    """One batch a call of the book's per-sample items, on the next indices."""
+    nxt = _walk(BATCH)
     return _one_thread(lambda: _to(torch.stack([ds[i] for i in nxt()]), device))
+
+
+def _make_book(quick: bool, device: str):
+    return _book_in_process(_BookDataset(), device)
 
 
 def _make_book_cached(quick: bool, device: str):
-    ds, nxt = _BookCachedDataset(), _walk(BATCH)
-    return _one_thread(lambda: _to(torch.stack([ds[i] for i in nxt()]), device))
+    return _book_in_process(_BookCachedDataset(), device)
 
 
 def _ready_crops() -> list[np.ndarray]:
