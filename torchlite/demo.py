@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # 100 scans, every 5th held back: 20 validation scans with 23 nodules. With 60
 # scans (12 validation scans, 14 nodules) the CPM moved by 0.1 between
 # segmentation runs that differed only in training details: one nodule is 0.07
-# of it, and that split happened to hold three of its five nodules over 20 mm
+# of it, and that split happened to hold three of its 14 nodules over 20 mm
 # (6% of all synthetic nodules are); 80 training scans also generalize better
 # (seg validation Dice 0.37 against 0.30-0.34 at the same sample budget).
 SCANS = 100

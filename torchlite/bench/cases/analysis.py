@@ -344,11 +344,15 @@ _GOAL = {BOOK: 3.0}  # issue 5, item 4
 # A full-size call takes 5-60 s (the book's shape ~55 s on 2 cores): 5 rounds (+ 2 warm-up calls) per
 # case keep the whole group near 12 minutes (--quick, on the small slab, runs 5 too).
 ROUNDS = 5
-register(Case(GROUP, BOOK, _make_book, max_rounds=ROUNDS))
-register(Case(GROUP, TORCHLITE, _make_torchlite(), targets=_GOAL, max_rounds=ROUNDS))
-register(Case(GROUP, "lever: torchlite without the lung region (--whole-scan)", _make_torchlite(lung_region=False),
-              max_rounds=ROUNDS))
-register(Case(GROUP, "lever: torchlite, 16 slices/batch (the GPU default)", _make_torchlite(16), max_rounds=ROUNDS))
-register(Case(GROUP, "lever: torchlite + frozen TorchScript U-Net", _make_torchlite(unet_form="frozen"),
-              max_rounds=ROUNDS))
-register(Case(GROUP, "lever: torchlite + AOTInductor U-Net", _make_torchlite(unet_form="aoti"), max_rounds=ROUNDS))
+
+
+def _register(name: str, make, **kwargs) -> None:
+    register(Case(GROUP, name, make, max_rounds=ROUNDS, **kwargs))
+
+
+_register(BOOK, _make_book)
+_register(TORCHLITE, _make_torchlite(), targets=_GOAL)
+_register("lever: torchlite without the lung region (--whole-scan)", _make_torchlite(lung_region=False))
+_register("lever: torchlite, 16 slices/batch (the GPU default)", _make_torchlite(16))
+_register("lever: torchlite + frozen TorchScript U-Net", _make_torchlite(unet_form="frozen"))
+_register("lever: torchlite + AOTInductor U-Net", _make_torchlite(unet_form="aoti"))
