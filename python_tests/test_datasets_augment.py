@@ -103,11 +103,14 @@ def test_batch_path_equals_per_sample_path_away_from_the_borders(src):
 def test_batch_augment_is_one_reproducible_call_per_batch(src):
     ds = _ds(src, augment="batch", size=SIZE)
     crops = torch.stack([ds[i].crop for i in range(len(ds))])
+    assert crops.dtype == torch.int16  # exact: the float crops are integer HU
     for i in range(len(ds)):  # the dataset hands out plain crops
         np.testing.assert_array_equal(crops[i, 0].numpy(), _ds(src)[i].crop[0].numpy())
     aug = ds.batch_augment()
     first = aug(crops)
     assert first.shape == crops.shape and first.dtype == torch.float32
+    draw = aug.draw(len(ds))  # int16 crops give what their float32 values give
+    assert torch.equal(aug.apply(crops, draw), aug.apply(crops.float(), draw))
     assert not torch.equal(first, crops)
     assert not torch.equal(aug(crops), first)  # the next batch draws new transforms
     aug.set_epoch(0)
@@ -119,7 +122,33 @@ def test_batch_augment_is_one_reproducible_call_per_batch(src):
     out = BatchAugment3d(RandomAffine3d(noise=0.0))(twins)
     assert not torch.equal(out[0], out[1])
     identity = BatchAugment3d(RandomAffine3d(**IDENTITY))
-    torch.testing.assert_close(identity(crops), crops, atol=1e-4, rtol=0)
+    torch.testing.assert_close(identity(crops), crops.float(), atol=1e-4, rtol=0)
+    float_ds = _ds(src, augment="batch", size=SIZE, crop_dtype=torch.float32)
+    assert torch.equal(float_ds[0].crop, _ds(src)[0].crop)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(augment="sample", crop_dtype=torch.int16), "interpolates"),
+        (dict(augment="batch", fill=-1000.5), r"fill=-1000\.5"),
+        (dict(augment="batch", clip=(-1000, 1000.25)), r"clip=\(-1000\.0, 1000\.25\)"),
+        (dict(crop_dtype=torch.int16, fill=40000), "fill=40000"),
+        (dict(crop_dtype=torch.float64), "crop_dtype"),
+    ],
+)
+def test_int16_crops_must_be_exact(src, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _ds(src, **kwargs)
+
+
+def test_plain_int16_crops_equal_float_crops_with_any_integer_clip(src):
+    for clip in [None, (-500, 300)]:
+        a = _ds(src, crop_dtype=torch.int16, clip=clip, fill=-2000)
+        b = _ds(src, clip=clip, fill=-2000)
+        for i in range(len(a)):
+            assert a[i].crop.dtype == torch.int16
+            assert torch.equal(a[i].crop.float(), b[i].crop)
 
 
 def test_batch_augment_checks_its_input(src):

@@ -29,8 +29,10 @@ from torchlite.ops.random_affine import AffineDraw, RandomAffine3d
 
 
 class BatchAugment3d:
-    """``augment(crops)``: (N, C, D, H, W) float crops -> augmented, same
-    device and shape, one ``affine3d`` call with a theta per sample."""
+    """``augment(crops)``: (N, C, D, H, W) crops, floating point or int16 HU
+    (what ``augment="batch"`` datasets hand out) -> augmented, same device
+    and shape, float32 for int16 (else the crops' dtype), one ``affine3d``
+    call with a theta per sample."""
 
     def __init__(self, augmentation: RandomAffine3d | None = None, *, seed: int = 0):
         self.augmentation = augmentation if augmentation is not None else RandomAffine3d()
@@ -54,6 +56,8 @@ class BatchAugment3d:
             raise ValueError(
                 f"BatchAugment3d: {draw.theta.shape[0]} thetas for a batch of {crops.shape[0]} crops"
             )
+        if crops.dtype == torch.int16:
+            crops = crops.float()
         theta = draw.theta.to(device=crops.device)
         return affine3d(
             crops, theta, padding=self.augmentation.padding, noise_std=draw.noise_std, seed=draw.seed

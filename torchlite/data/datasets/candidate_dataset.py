@@ -40,6 +40,9 @@ class CandidateDataset(PatchDataset):
         augment: None, "sample" (per item, by ``sample_patches3d`` from the
             scan) or "batch" (plain crops; see :meth:`batch_augment`).
         augmentation: a ``RandomAffine3d`` (default: the book's knobs).
+        crop_dtype: dtype of un-augmented crops, torch.float32 or torch.int16
+            (exact integer HU, half the bytes); default int16 for
+            augment="batch", float32 otherwise.
         seed: seeds epoch orders and augmentation (see ``set_epoch``).
         cache_dir: conversion cache for scans that cannot be mapped in place.
         max_open: scans each process keeps mapped.
