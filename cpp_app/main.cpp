@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "cli.h"
+#include "malloc_policy.h"
 #include "manifest.h"
 #include "metaimage.h"
 #include "models.h"
@@ -68,6 +69,7 @@ std::vector<std::pair<std::string, std::filesystem::path>> scan_list(const Optio
 
 int run(const Options& o) {
   const auto started = std::chrono::steady_clock::now();
+  keep_freed_memory();  // before the first large allocation (why: malloc_policy.cpp)
   const auto scans = scan_list(o);
   if (o.threads > 0) at::set_num_threads(o.threads);
   const c10::Device device(o.device == "cuda" ? c10::kCUDA : c10::kCPU);

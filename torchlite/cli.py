@@ -12,6 +12,8 @@ import importlib
 import logging
 import sys
 
+from torchlite.utils.malloc_policy import keep_freed_memory
+
 # command name -> (module, one-line help)
 COMMANDS = {
     "synth": ("torchlite.data.synth.command", "write a synthetic dataset in the LUNA16 on-disk format"),
@@ -50,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    keep_freed_memory()  # before the command's first large allocation (why: its module)
     return int(importlib.import_module(args._module).run(args) or 0)
 
 
