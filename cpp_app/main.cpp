@@ -132,6 +132,7 @@ int run(const Options& o) {
     info.threshold = config.threshold;
     info.erosion = manifest.pipeline.erosion_iterations;
     info.seg_batch_size = config.seg_batch_size;
+    info.cls_batch_size = config.cls_batch_size;
     info.lung_region = config.lung_region;
     info.threads = at::get_num_threads();
     info.load_models_seconds = std::round(load_seconds * 1e4) / 1e4;

@@ -70,6 +70,7 @@ std::string report_json(const std::vector<ScanAnalysis>& scans, const std::vecto
   out += " \"config\": {\"threshold\": " + json_number(info.threshold) +
          ", \"erosion\": " + std::to_string(info.erosion) +
          ", \"seg_batch_size\": " + std::to_string(info.seg_batch_size) +
+         ", \"cls_batch_size\": " + std::to_string(info.cls_batch_size) +
          ", \"lung_region\": " + (info.lung_region ? "true" : "false") +
          ", \"threads\": " + std::to_string(info.threads) + "},\n";
   out += " \"load_models_seconds\": " + json_number(info.load_models_seconds) + ",\n";

@@ -36,6 +36,7 @@ struct ReportInfo {
   double threshold = 0.0;
   int64_t erosion = 0;
   int64_t seg_batch_size = 0;
+  int64_t cls_batch_size = 0;
   bool lung_region = true;  // false: --whole-scan
   int threads = 0;
   double load_models_seconds = 0.0;

@@ -137,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
     report = {"torchlite_version": __version__, "device": str(bundle.device), "models": bundle.info,
               "config": {"threshold": config.threshold, "erosion": config.erosion,
                          "seg_batch_size": config.seg_batch_size_on(bundle.device),
+                         "cls_batch_size": config.cls_batch_size_on(bundle.device),
                          "lung_region": config.lung_region},
               "seconds": round(time.perf_counter() - started, 3),
               "scans": [r.to_json() for r in results], "errors": errors}

@@ -151,7 +151,7 @@ def pipeline_constants(device: str = "cpu") -> dict:
             "clip": list(HU_CLIP),
             "center": "round half up of the weighted center of mass: floor(c + 0.5) per axis",
             "start": "center - size // 2 per axis; voxels outside the scan take fill_hu",
-            "batch_size": config.cls_batch_size,
+            "batch_size": config.cls_batch_size_on(device),
         },
         "detections": "sorted by decreasing nodule probability; xyz = geometry.irc_to_xyz(center of mass)",
     }

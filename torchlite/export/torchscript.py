@@ -17,6 +17,7 @@ weights as constants and folds BatchNorm into the convolutions.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from pathlib import Path
@@ -29,14 +30,26 @@ from torchlite.export.manifest import ModelInterface
 log = logging.getLogger(__name__)
 
 
+def fast_layout(dims: int, device: torch.device) -> torch.memory_format:
+    """The layout the convolutions run fastest in: channels-last on a CPU (oneDNN), else contiguous."""
+    if device.type != "cpu":
+        return torch.contiguous_format
+    return {4: torch.channels_last, 5: torch.channels_last_3d}.get(dims, torch.contiguous_format)
+
+
 @torch.no_grad()
 def trace_and_freeze(model: nn.Module, iface: ModelInterface,
                      device: torch.device | str = "cpu") -> torch.jit.ScriptModule:
-    """The model traced on ``iface``'s example input, frozen for inference."""
+    """The model traced on ``iface``'s example input, frozen for inference.
+
+    On a CPU the model is traced in channels-last (a copy: the caller's model is left as it is), so
+    freezing stores the weights in that layout: a frozen classifier with contiguous weights reorders
+    them on every call, which measured 44 ms against 24 ms for 8 crops (the U-Net 22 ms either way)."""
     device = torch.device(device)
-    model = model.to(device).eval()
-    example = iface.example_input().to(device)
-    other = iface.example_input(seed=1, shape=iface.other_shape()).to(device)
+    layout = fast_layout(len(iface.example_shape), device)
+    model = copy.deepcopy(model).to(device).eval().to(memory_format=layout)
+    example = iface.example_input().to(device).contiguous(memory_format=layout)
+    other = iface.example_input(seed=1, shape=iface.other_shape()).to(device).contiguous(memory_format=layout)
     traced = torch.jit.trace(model, (example,), check_inputs=[(other,)])
     return torch.jit.freeze(traced)
 

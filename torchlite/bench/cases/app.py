@@ -89,8 +89,11 @@ def _prepared(kind: str) -> tuple[Path, Path]:
         raise CaseUnavailable("the AOTInductor export needs a C++ compiler (c++ or g++)")
     from torchlite.export.manifest import pipeline_constants
 
-    # Keyed by what the export bakes in: torch's version and the pipeline's constants.
-    constants = hashlib.sha1(json.dumps(pipeline_constants("cpu"), sort_keys=True).encode()).hexdigest()[:10]
+    # Keyed by what the export bakes in: torch's version, the pipeline's constants and the exporters' code.
+    key = hashlib.sha1(json.dumps(pipeline_constants("cpu"), sort_keys=True).encode())
+    for module in sorted((Path(__file__).resolve().parents[2] / "export").glob("*.py")):
+        key.update(module.read_bytes())
+    constants = key.hexdigest()[:10]
     root = Path(tempfile.gettempdir()) / "torchlite_bench" / f"app_{kind}_torch{torch.__version__}_{constants}"
     if not (root / "models" / "exported" / "manifest.json").is_file():  # the export writes it last
         def build(partial: Path) -> None:
