@@ -177,7 +177,8 @@ def build_manifest(*, interfaces: dict[str, ModelInterface], files: dict[str, di
             "aoti": "contiguous only (NCHW, NCDHW): a package is compiled for its example input's strides "
                     "and does not check them; make inputs contiguous first",
             "torchscript": "any layout; on CPU channels_last (seg) and channels_last_3d (cls, mal) are faster "
-                           "(oneDNN), on CUDA contiguous",
+                           "(oneDNN; a CPU export is traced so, its frozen weights stored in that layout), "
+                           "on CUDA contiguous",
         },
         "models": models,
         "pipeline": pipeline_constants(device),
