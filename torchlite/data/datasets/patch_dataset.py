@@ -29,7 +29,7 @@ What changes, and why:
   (``crop_dtype``): the scans are int16 and a plain crop with an integer
   clip and fill holds only their values, so it is exact in half the bytes
   of float32, and half the bytes is what a DataLoader worker's batch costs
-  to hand over (shared memory, ~0.25 ms per MB here) and to copy to a GPU;
+  to hand over (shared memory, ~0.5 ms per MB on the 2-core VM) and to copy to a GPU;
 - randomness (epoch order, augmentation) is drawn from generators seeded by
   (seed, epoch, index): an item is the same whatever the number of
   DataLoader workers, and a seeded run repeats. Call :meth:`set_epoch`
