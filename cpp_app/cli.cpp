@@ -36,7 +36,9 @@ const char* usage_text() {
          "  --threshold P   segmentation probability that marks a voxel (default: the manifest's)\n"
          "  --batch-size N  slices per segmentation batch (default: the manifest's)\n"
          "  --whole-scan    segment every voxel (default: only the box of the scan holding the lungs,\n"
-         "                  as `torchlite analyze`; the whole scan where none is found)\n";
+         "                  as `torchlite analyze`; the whole scan where none is found)\n"
+         "environment: TORCHLITE_KEEP_FREED_MEMORY=0 lets the C allocator give freed memory back to the\n"
+         "  system (default: kept for reuse, which spares every model call fresh page faults)\n";
 }
 
 Options parse_args(int argc, char** argv) {

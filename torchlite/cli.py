@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="torchlite",
         description="Lung nodule detection in chest CT with custom PyTorch operators.",
+        epilog="environment: TORCHLITE_KEEP_FREED_MEMORY=0 lets the C allocator give freed memory back to the "
+               "system (default: kept for reuse, which spares every model call fresh page faults)",
     )
     parser.add_argument("--version", action="version", version=f"torchlite {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
