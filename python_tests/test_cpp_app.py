@@ -132,6 +132,8 @@ def test_torchscript_matches_torchlite_analyze(app, models, scans, python_result
     report = json.loads(report_path.read_text())
     assert [s["series_uid"] for s in report["scans"]] == [p.stem for p in scans]  # uid = the file stem
     assert report["config"]["lung_region"] is True and python_result["config"]["lung_region"] is True
+    for key in ("seg_batch_size", "cls_batch_size"):  # the manifest carries analyze's batch sizes to the app
+        assert report["config"][key] == python_result["config"][key], key
     total = 0
     for cpp_scan, py_scan, path in zip(report["scans"], python_result["scans"], scans):
         assert cpp_scan["shape"] == py_scan["shape"] and cpp_scan["spacing_xyz"] == py_scan["spacing_xyz"]
