@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from torchlite.data.datasets.patch_dataset import AIR_HU, HU_CLIP, PATCH_SIZE
+from torchlite.models.layout import fast_layout
 
 
 def crop_candidates(volume: torch.Tensor, centers_irc: torch.Tensor) -> torch.Tensor:
@@ -27,9 +28,8 @@ def positive_probability(model: nn.Module, crops: torch.Tensor, *, batch_size: i
     device = torch.device(device)
     out = torch.empty(crops.shape[0], dtype=torch.float32)
     for start in range(0, crops.shape[0], batch_size):
-        x = crops[start:start + batch_size].to(device, non_blocking=True)
-        if device.type == "cpu":  # oneDNN's faster layout for Conv3d
-            x = x.contiguous(memory_format=torch.channels_last_3d)
+        x = crops[start:start + batch_size].to(device, non_blocking=True).contiguous(
+            memory_format=fast_layout(crops.dim(), device))
         _, probs = model(x)
         out[start:start + len(x)] = probs[:, 1].float().cpu()
     return out

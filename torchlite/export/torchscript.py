@@ -26,15 +26,9 @@ import torch
 import torch.nn as nn
 
 from torchlite.export.manifest import ModelInterface
+from torchlite.models.layout import fast_layout
 
 log = logging.getLogger(__name__)
-
-
-def fast_layout(dims: int, device: torch.device) -> torch.memory_format:
-    """The layout the convolutions run fastest in: channels-last on a CPU (oneDNN), else contiguous."""
-    if device.type != "cpu":
-        return torch.contiguous_format
-    return {4: torch.channels_last, 5: torch.channels_last_3d}.get(dims, torch.contiguous_format)
 
 
 @torch.no_grad()

@@ -69,7 +69,6 @@ HU_CLIP = (-1000.0, 1000.0)
 AIR_HU = -1000.0
 AUGMENT_MODES = (None, "sample", "batch")
 CROP_DTYPES = (torch.float32, torch.int16)
-_INT16_RANGE = (-32768.0, 32767.0)
 
 
 class CandidateSample(NamedTuple):
@@ -102,7 +101,8 @@ def check_clip(clip) -> tuple[float, float] | None:
 
 
 def _exact_in_int16(value: float) -> bool:
-    return float(value).is_integer() and _INT16_RANGE[0] <= value <= _INT16_RANGE[1]
+    limits = torch.iinfo(torch.int16)
+    return float(value).is_integer() and limits.min <= value <= limits.max
 
 
 def check_crop_dtype(crop_dtype, augment, clip, fill) -> torch.dtype:
