@@ -14,6 +14,8 @@
 // operations as the per-voxel path and the CUDA kernel.
 #pragma once
 
+
+
 #include "cpu/resample.h"
 
 #include <algorithm>
@@ -110,20 +112,36 @@ inline void gather_plane(const PlanePlan& plan, int n, const float* __restrict b
   }
 }
 
+// One row of the z-blend. SX is the source's column stride when it is known
+// at compile time (1: a contiguous scan or crop), 0 when it is only known at
+// run time (sx). With a constant stride GCC vectorizes the loads, the int16
+// conversion and the clip; with a run-time one it falls back to scalar code,
+// which cost a quarter of sample_patches3d's time on the book's workload.
+template <int64_t SX, bool Clip, typename src_t>
+inline void blend_row_strided(const src_t* __restrict a, const src_t* __restrict b, int64_t sx, bool in0, bool in1,
+                              float wz, float pad, float lo, float hi, int32_t n, float* __restrict dst) {
+  const int64_t step = SX != 0 ? SX : sx;
+  if (in0 && in1) {
+    for (int32_t x = 0; x < n; ++x) {
+      dst[x] = kernels::lerp(kernels::read_voxel<Clip>(a + x * step, lo, hi),
+                             kernels::read_voxel<Clip>(b + x * step, lo, hi), wz);
+    }
+  } else if (in0) {
+    for (int32_t x = 0; x < n; ++x) dst[x] = kernels::lerp(kernels::read_voxel<Clip>(a + x * step, lo, hi), pad, wz);
+  } else if (in1) {
+    for (int32_t x = 0; x < n; ++x) dst[x] = kernels::lerp(pad, kernels::read_voxel<Clip>(b + x * step, lo, hi), wz);
+  } else {
+    for (int32_t x = 0; x < n; ++x) dst[x] = kernels::lerp(pad, pad, wz);
+  }
+}
+
 template <bool Clip, typename src_t>
 inline void blend_row(const src_t* a, const src_t* b, int64_t sx, bool in0, bool in1, float wz, float pad, float lo,
                       float hi, int32_t n, float* __restrict dst) {
-  if (in0 && in1) {
-    for (int32_t x = 0; x < n; ++x) {
-      dst[x] = kernels::lerp(kernels::read_voxel<Clip>(a + x * sx, lo, hi),
-                             kernels::read_voxel<Clip>(b + x * sx, lo, hi), wz);
-    }
-  } else if (in0) {
-    for (int32_t x = 0; x < n; ++x) dst[x] = kernels::lerp(kernels::read_voxel<Clip>(a + x * sx, lo, hi), pad, wz);
-  } else if (in1) {
-    for (int32_t x = 0; x < n; ++x) dst[x] = kernels::lerp(pad, kernels::read_voxel<Clip>(b + x * sx, lo, hi), wz);
+  if (sx == 1) {
+    blend_row_strided<1, Clip>(a, b, 1, in0, in1, wz, pad, lo, hi, n, dst);
   } else {
-    for (int32_t x = 0; x < n; ++x) dst[x] = kernels::lerp(pad, pad, wz);
+    blend_row_strided<0, Clip>(a, b, sx, in0, in1, wz, pad, lo, hi, n, dst);
   }
 }
 
@@ -190,6 +208,74 @@ inline void row_spans(const kernels::VoxelMap<2>& map, int32_t h, int32_t w, int
   }
 }
 
+// Output plane kz's in-plane map, relative to its footprint's box [box_lo,
+// box_hi] in the source (rows, columns); false when the map is not finite.
+inline bool plane_footprint(const Job<3>& job, const kernels::VoxelMap<3>& map, int32_t kz,
+                            kernels::VoxelMap<2>& map2, int32_t* box_lo, int32_t* box_hi) {
+  const int32_t h = job.out_size[1], w = job.out_size[2];
+  for (int i = 0; i < 2; ++i) {
+    const double base = map.b[i + 1] + map.m[i + 1][0] * static_cast<double>(kz);
+    const double dy = map.m[i + 1][1] * static_cast<double>(h - 1), dx = map.m[i + 1][2] * static_cast<double>(w - 1);
+    const double pmin = base + std::min(dy, 0.0) + std::min(dx, 0.0);
+    const double pmax = base + std::max(dy, 0.0) + std::max(dx, 0.0);
+    if (!footprint(pmin, pmax, job.src_size[i + 1], box_lo[i], box_hi[i])) return false;
+    map2.m[i][0] = map.m[i + 1][1];
+    map2.m[i][1] = map.m[i + 1][2];
+    map2.b[i] = base - static_cast<double>(box_lo[i]);
+  }
+  return true;
+}
+
+// How many output planes ahead run_plane asks for the source planes (see
+// prefetch_plane). Measured on the book's workload (sample_patches3d from a
+// cold 300x512x512 scan): no prefetch 36 ms, 1 plane ahead 29 ms, 2 ahead
+// 28 ms, 3 ahead 29 ms.
+constexpr int32_t kPrefetchPlanes = 2;
+
+// Asks the memory system for the source rows output plane kz of image n_img
+// will blend. The planes come from a cold scan, rows 1 KB+ apart, so the
+// reads then overlap the interpolation of the planes before instead of
+// stalling the blend. `known` (may be null) is a plane's box with the row
+// spans computed for it (zeros/fill); they are used when this plane's box is
+// the same, else the whole box is asked for. Prefetches are hints: every
+// address is inside the source, and a wrong guess costs only bandwidth.
+struct SpannedBox {
+  int32_t lo[2], hi[2];
+  const int32_t* span_lo;  // per box row, the first and last column read
+  const int32_t* span_hi;
+};
+
+template <Padding P, typename src_t>
+inline void prefetch_plane(const Job<3>& job, int64_t n_img, int32_t kz, const src_t* src, const SpannedBox* known) {
+  const kernels::VoxelMap<3>& map = job.maps[n_img];
+  kernels::VoxelMap<2> map2;
+  int32_t box_lo[2], box_hi[2];
+  if (!plane_footprint(job, map, kz, map2, box_lo, box_hi)) return;
+  const int32_t bh = box_hi[0] - box_lo[0] + 1, bw = box_hi[1] - box_lo[1] + 1;
+  const bool same_box = known != nullptr && known->lo[0] == box_lo[0] && known->lo[1] == box_lo[1] &&
+                        known->hi[0] == box_hi[0] && known->hi[1] == box_hi[1];
+  const int32_t* span_lo = same_box ? known->span_lo : nullptr;
+  const int32_t* span_hi = same_box ? known->span_hi : nullptr;
+  const double pz = map.b[0] + map.m[0][0] * static_cast<double>(kz);
+  const kernels::AxisCorners zc = kernels::axis_corners<P>(kernels::axis_sample<P>(pz, job.src_size[0]).i0,
+                                                           job.src_size[0]);
+  const int64_t sz = job.src_stride[0], sy = job.src_stride[1], sx = job.src_stride[2];
+  const src_t* corner = src + n_img * job.src_image_stride + static_cast<int64_t>(box_lo[0]) * sy +
+                        static_cast<int64_t>(box_lo[1]) * sx;
+  for (int k = 0; k < 2; ++k) {
+    if (!(k == 0 ? zc.in0 : zc.in1)) continue;
+    const src_t* plane0 = corner + static_cast<int64_t>(k == 0 ? zc.i0 : zc.i1) * sz;
+    for (int32_t r = 0; r < bh; ++r) {
+      const int32_t x0 = span_lo ? span_lo[r] : 0, x1 = span_hi ? span_hi[r] : bw - 1;
+      if (x1 < x0) continue;
+      const char* a = reinterpret_cast<const char*>(plane0 + r * sy + x0 * sx);
+      const char* b = reinterpret_cast<const char*>(plane0 + r * sy + x1 * sx);
+      for (const char* q = a; q <= b; q += 64) __builtin_prefetch(q);
+      __builtin_prefetch(b);
+    }
+  }
+}
+
 // Output plane kz of image n_img through the plane path; false (nothing
 // written) when it does not apply.
 template <Padding P, bool Clip, typename src_t, typename out_t>
@@ -203,16 +289,7 @@ inline bool run_plane(const Job<3>& job, int64_t n_img, int32_t kz, const src_t*
   // The in-plane map of this plane, and its footprint in the source.
   kernels::VoxelMap<2> map2;
   int32_t box_lo[2], box_hi[2];
-  for (int i = 0; i < 2; ++i) {
-    const double base = map.b[i + 1] + map.m[i + 1][0] * static_cast<double>(kz);
-    const double dy = map.m[i + 1][1] * static_cast<double>(h - 1), dx = map.m[i + 1][2] * static_cast<double>(w - 1);
-    const double pmin = base + std::min(dy, 0.0) + std::min(dx, 0.0);
-    const double pmax = base + std::max(dy, 0.0) + std::max(dx, 0.0);
-    if (!footprint(pmin, pmax, job.src_size[i + 1], box_lo[i], box_hi[i])) return false;
-    map2.m[i][0] = map.m[i + 1][1];
-    map2.m[i][1] = map.m[i + 1][2];
-    map2.b[i] = base - static_cast<double>(box_lo[i]);
-  }
+  if (!plane_footprint(job, map, kz, map2, box_lo, box_hi)) return false;
   const int32_t bh = box_hi[0] - box_lo[0] + 1, bw = box_hi[1] - box_lo[1] + 1;
   const int32_t stride = bw + 2;
   const int64_t ringed = static_cast<int64_t>(bh + 2) * stride;
@@ -272,27 +349,18 @@ inline bool run_plane(const Job<3>& job, int64_t n_img, int32_t kz, const src_t*
     }
   }
 
-  // The next output plane's source planes are read from a cold scan, row by
-  // row 1 KB+ apart: ask for them now, so the reads overlap this plane's
-  // interpolation instead of stalling the next blend.
-  if (kz + 1 < job.out_size[0]) {
-    const double pz_next = map.b[0] + map.m[0][0] * static_cast<double>(kz + 1);
-    const kernels::AxisSample zn = kernels::axis_sample<P>(pz_next, job.src_size[0]);
-    const kernels::AxisCorners znc = kernels::axis_corners<P>(zn.i0, job.src_size[0]);
-    const src_t* image = src + n_img * job.src_image_stride;
-    const src_t* corner = image + static_cast<int64_t>(box_lo[0]) * sy + static_cast<int64_t>(box_lo[1]) * sx;
-    for (int k = 0; k < 2; ++k) {
-      if (!(k == 0 ? znc.in0 : znc.in1)) continue;
-      const src_t* plane0 = corner + static_cast<int64_t>(k == 0 ? znc.i0 : znc.i1) * sz;
-      for (int32_t r = 0; r < bh; ++r) {
-        const int32_t x0 = trim ? scratch.span_lo[r] : 0, x1 = trim ? scratch.span_hi[r] : bw - 1;
-        if (x1 < x0) continue;
-        const char* a = reinterpret_cast<const char*>(plane0 + r * sy + x0 * sx);
-        const char* b = reinterpret_cast<const char*>(plane0 + r * sy + x1 * sx);
-        for (const char* q = a; q <= b; q += 64) __builtin_prefetch(q);
-        __builtin_prefetch(b);
-      }
-    }
+  // Ask for the source of the plane kPrefetchPlanes ahead: of this image
+  // (with this plane's row spans when its box is the same: the book's
+  // augmentation does not move the in-plane map with z), or of the next image, whose
+  // first planes would otherwise start cold (work items run image after
+  // image on a thread).
+  const int64_t ahead = static_cast<int64_t>(kz) + kPrefetchPlanes;
+  if (ahead < job.out_size[0]) {
+    const SpannedBox known{{box_lo[0], box_lo[1]}, {box_hi[0], box_hi[1]}, scratch.span_lo.data(),
+                           scratch.span_hi.data()};
+    prefetch_plane<P>(job, n_img, static_cast<int32_t>(ahead), src, trim ? &known : nullptr);
+  } else if (n_img + 1 < job.images) {
+    prefetch_plane<P>(job, n_img + 1, static_cast<int32_t>(ahead - job.out_size[0]), src, nullptr);
   }
 
   const int64_t spatial = plane * job.out_size[0];

@@ -61,13 +61,10 @@ TL_HOST_DEVICE bool crop_inside(const CropSpan& s, int64_t offset) {
 }
 
 // A voxel read from the scan: converted to float32, then clipped to
-// [clip_lo, clip_hi] (pass -inf/+inf for no clip). Written with comparisons
-// rather than min/max so a NaN passes through unchanged, as torch.clamp
-// does, and so the compiler can vectorize it as compare + blend.
+// [clip_lo, clip_hi] (pass -inf/+inf for no clip; see clip_value).
 template <typename T>
 TL_HOST_DEVICE float crop_value(T raw, float clip_lo, float clip_hi) {
-  const float v = static_cast<float>(raw);
-  return v < clip_lo ? clip_lo : (v > clip_hi ? clip_hi : v);
+  return clip_value(static_cast<float>(raw), clip_lo, clip_hi);
 }
 
 }  // namespace kernels

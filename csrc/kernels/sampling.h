@@ -57,7 +57,7 @@ TL_HOST_DEVICE float lerp(float a, float b, float w) { return a + w * (b - a); }
 template <bool Clip, typename T>
 TL_HOST_DEVICE float read_voxel(const T* p, float lo, float hi) {
   const float v = static_cast<float>(*p);
-  return Clip ? (v < lo ? lo : (v > hi ? hi : v)) : v;
+  return Clip ? clip_value(v, lo, hi) : v;
 }
 
 // Bilinear from the corner p = &src[y0][x0]; all four corners inside.
