@@ -90,3 +90,24 @@ def test_negative_knob_rejected():
         RandomAffine3d(offset=-0.1)
     with pytest.raises(ValueError, match="noise"):
         RandomAffine2d(noise=-1)
+
+
+@pytest.mark.parametrize("n", [1, 5, 32])
+def test_draw_is_the_books_transform_of_per_knob_uniforms(n):
+    # The draw takes every uniform in one generator call; it must be the
+    # numbers one call per knob (flip, scale, angle, offset) would give, put
+    # together as the book does: diag(flip * scale) @ rotation, + offset.
+    g = _gen(11)
+    def u(k):
+        return torch.rand(n, k, generator=g, dtype=torch.float64)
+
+    flip_u, scale_u = u(3), u(3)
+    angle = u(1)[:, 0] * 2 * math.pi
+    offset_u = u(3)
+    diag = torch.where(flip_u > 0.5, -1.0, 1.0) * (1 + 0.2 * (scale_u * 2 - 1))
+    rot = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
+    rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1] = angle.cos(), -angle.sin(), angle.sin(), angle.cos()
+    expected = torch.cat([torch.diag_embed(diag) @ rot, (0.1 * (offset_u * 2 - 1))[:, :, None]], dim=2)
+
+    d = RandomAffine3d().draw(n, _gen(11))
+    torch.testing.assert_close(d.theta, expected.float(), rtol=0, atol=1e-7)

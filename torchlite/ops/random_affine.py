@@ -36,10 +36,22 @@ class AffineDraw:
     seed: int  # seeds the operators' counter-based noise
 
 
-def _uniform(n: int, k: int, generator: torch.Generator | None) -> torch.Tensor:
-    # Drawn on the CPU so that a seeded generator yields the same numbers
-    # whatever device the augmentation later runs on.
-    return torch.rand(n, k, generator=generator, dtype=torch.float64)
+def _uniforms(n: int, widths: list[int], generator: torch.Generator | None) -> list[np.ndarray]:
+    """Blocks of (n, width) uniforms in [0, 1), float64, from one torch call.
+
+    Drawn on the CPU so that a seeded generator yields the same numbers
+    whatever device the augmentation later runs on. One call for every knob
+    (not one per knob) because a Dataset draws one sample at a time, where
+    each torch call costs more than its arithmetic; torch's CPU generator
+    fills a tensor in order, so the blocks are the numbers consecutive
+    per-knob calls would give.
+    """
+    flat = torch.rand(n * sum(widths), generator=generator, dtype=torch.float64).numpy()
+    blocks, at = [], 0
+    for w in widths:
+        blocks.append(flat[at : at + n * w].reshape(n, w))
+        at += n * w
+    return blocks
 
 
 def _draw_linear(
@@ -54,26 +66,32 @@ def _draw_linear(
 ) -> torch.Tensor:
     """(n, dims, dims+1) float64 thetas: diag(flip * scale) @ rotation, + offset.
 
-    The draws come from ``generator`` (torch); the arithmetic on them is numpy,
-    since a Dataset draws one sample at a time and a dozen torch calls on
-    3x4 tensors cost more than the crop they parameterize.
+    The draws come from ``generator`` (torch), in the order flip, scale,
+    angle, offset (a knob that is off draws nothing); the arithmetic on them
+    is numpy, since a dozen torch calls on 3x4 tensors cost more than the
+    crop they parameterize.
     """
+    u_flip, u_scale, u_angle, u_offset = _uniforms(
+        n, [dims if flip else 0, dims if scale else 0, 1 if rotate else 0, dims if offset else 0], generator
+    )
     diag = np.ones((n, dims))
     if flip:
-        diag = np.where(_uniform(n, dims, generator).numpy() > 0.5, -diag, diag)
+        diag[u_flip > 0.5] = -1.0
     if scale:
-        diag = diag * (1.0 + scale * (_uniform(n, dims, generator).numpy() * 2 - 1))
-    rot = np.broadcast_to(np.eye(dims), (n, dims, dims)).copy()
-    if rotate:
-        angle = _uniform(n, 1, generator)[:, 0] * (2 * math.pi)
-        c, s = torch.cos(angle).numpy(), torch.sin(angle).numpy()
-        # Columns 0 and 1 are x (W) and y (H): a rotation in the slice plane.
-        rot[:, 0, 0], rot[:, 0, 1] = c, -s
-        rot[:, 1, 0], rot[:, 1, 1] = s, c
+        diag *= 1.0 + scale * (u_scale * 2 - 1)
+    # theta[:, :, :dims] = diag(d) @ rot (the book's transform_t @= rotation_t),
+    # written element-wise: rot is the identity but for its x-y block.
     theta = np.zeros((n, dims, dims + 1))
-    theta[:, :, :dims] = diag[:, :, None] * rot  # diag(d) @ rot: the book's transform_t @= rotation_t
+    axes = np.arange(dims)
+    theta[:, axes, axes] = diag
+    if rotate:
+        angle = u_angle[:, 0] * (2 * math.pi)
+        c, s = np.cos(angle), np.sin(angle)
+        # Columns 0 and 1 are x (W) and y (H): a rotation in the slice plane.
+        theta[:, 0, 0], theta[:, 0, 1] = diag[:, 0] * c, -diag[:, 0] * s
+        theta[:, 1, 0], theta[:, 1, 1] = diag[:, 1] * s, diag[:, 1] * c
     if offset:
-        theta[:, :, dims] = offset * (_uniform(n, dims, generator).numpy() * 2 - 1)
+        theta[:, :, dims] = offset * (u_offset * 2 - 1)
     return torch.from_numpy(theta)
 
 
