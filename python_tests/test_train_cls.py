@@ -63,3 +63,27 @@ def test_run_writes_metrics_checkpoints_and_tensorboard(root, tmp_path):
 def test_bad_arguments_are_refused(root, tmp_path):
     assert train(["cls", "--data", str(root), "--out", str(tmp_path), "--epochs", "0", *QUIET]) == 2
     assert train(["cls", "--data", str(root), "--out", str(tmp_path), "--finetune", "x.pt", *QUIET]) == 2
+
+
+@pytest.mark.parametrize(
+    "task, fmt, device, expected",
+    [
+        ("cls", "auto", "cpu", torch.channels_last_3d),
+        ("mal", "auto", "cpu", torch.channels_last_3d),
+        ("seg", "auto", "cpu", torch.channels_last),
+        ("cls", "auto", "cuda", torch.contiguous_format),
+        ("seg", "auto", "cuda", torch.contiguous_format),
+        ("cls", "channels_last", "cuda", torch.channels_last_3d),
+        ("seg", "channels_last", "cuda", torch.channels_last),
+        ("cls", "contiguous", "cpu", torch.contiguous_format),
+        ("seg", "contiguous", "cpu", torch.contiguous_format),
+    ],
+)
+def test_memory_format_follows_the_flag_and_auto_the_device(task, fmt, device, expected):
+    # auto: channels-last where oneDNN runs the models faster (CPU), as analysis and export do;
+    # an explicit flag wins on any device. Both model and batches use it.
+    from torchlite.train.tasks import make_task
+
+    args = build_parser().parse_args(["train", task, "--data", "x", "--out", "y", "--memory-format", fmt,
+                                      "--device", device])
+    assert make_task(args).memory_format() == expected

@@ -23,6 +23,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from torchlite.data.datasets.patch_dataset import HU_CLIP
+from torchlite.models.layout import fast_layout
 
 CONTEXT = 3  # slices each side; UNetWrapper takes 2 * CONTEXT + 1 channels
 # The U-Net pools twice by 2 (depth 3): on other sides its output shrinks, so
@@ -81,6 +82,7 @@ def segment_volume(volume: torch.Tensor, model: nn.Module, *, batch_size: int = 
                    progress: bool = False, desc: str = "segment", box=None) -> torch.Tensor:
     """Nodule probability of every voxel of (D, H, W) ``volume``: (D, H, W) float32 on the CPU.
 
+    ``channels_last``: the slices' layout (None: models/layout.py's rule for ``device``).
     ``box``: a :class:`~torchlite.analysis.lung_region.LungBox` or half-open (z0, z1, y0, y1, x0, x1):
     segment only there, probability 0 elsewhere (None: every voxel)."""
     if volume.dim() != 3 or min(volume.shape) == 0:
@@ -88,8 +90,8 @@ def segment_volume(volume: torch.Tensor, model: nn.Module, *, batch_size: int = 
     if batch_size < 1:
         raise ValueError(f"segment_volume: `batch_size` must be >= 1, got {batch_size}")
     device = torch.device(device)
-    if channels_last is None:
-        channels_last = device.type == "cpu"  # oneDNN's faster layout for these convolutions
+    layout = fast_layout(4, device) if channels_last is None else (
+        torch.channels_last if channels_last else torch.contiguous_format)
     z0, z1, y0, y1, x0, x1 = _check_box(box, volume.shape)
     r0, r1, pad_h = _grid_window(max(0, y0 - UNET_REACH), min(volume.shape[1], y1 + UNET_REACH), volume.shape[1])
     c0, c1, pad_w = _grid_window(max(0, x0 - UNET_REACH), min(volume.shape[2], x1 + UNET_REACH), volume.shape[2])
@@ -103,7 +105,6 @@ def segment_volume(volume: torch.Tensor, model: nn.Module, *, batch_size: int = 
         if pad_h or pad_w:
             x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), value=HU_CLIP[0])
         x = x.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=layout)
         out[start:stop, y0:y1, x0:x1] = model(x)[:, 0, y0 - r0:y1 - r0, x0 - c0:x1 - c0].float().cpu()
     return out

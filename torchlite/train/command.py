@@ -85,8 +85,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="mal with --finetune: train the last K blocks counted from the head (1: head only)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available" + _WORDS)
     p.add_argument("--memory-format", choices=("auto", "contiguous", "channels_last"), default="auto",
-                   help="model memory format; auto: channels-last (on CPU several times faster for cls/mal's "
-                        "Conv3d, ~1.1-1.3x for seg's U-Net)")
+                   help="model memory format; auto: channels-last on CPU (several times faster there for cls/mal's "
+                        "Conv3d, ~1.1-1.3x for seg's U-Net), contiguous on CUDA")
     p.add_argument("--amp", action="store_true", help="autocast: float16 on CUDA (with a grad scaler), bfloat16 on CPU")
     p.add_argument("--seed", type=int, default=0, help="seeds model init, sample order and augmentation")
     p.add_argument("--resume", action="store_true",

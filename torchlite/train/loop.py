@@ -67,8 +67,7 @@ class Trainer:
         self.train_ds, self.val_ds = task.datasets(source)
         self.augment = task.batch_augment(self.train_ds, world.rank)
         model = task.build_model().to(self.device)
-        if task.channels_last():
-            model = model.to(memory_format=torch.channels_last_3d if task.name != "seg" else torch.channels_last)
+        model = model.to(memory_format=task.memory_format())
         if world.distributed:
             # Before the optimizer: conversion replaces the BatchNorm parameters.
             model = distributed.convert_batchnorm(model, self.device)

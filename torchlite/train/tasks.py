@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from torchlite.data.datasets import CandidateDataset, LunaSource, MalignancyDataset, SegmentationDataset
 from torchlite.data.datasets import sampling
+from torchlite.models.layout import fast_layout
 from torchlite.train import metrics
 from torchlite.train.config import DEFAULTS
 
@@ -167,15 +168,21 @@ class Task(abc.ABC):
     def step(self, model: nn.Module, batch, device: torch.device, augment=None, keep_images: bool = False) -> Step:
         ...
 
-    def channels_last(self) -> bool:
-        """Whether the model runs in channels-last memory format (--memory-format)."""
-        fmt = self.args.memory_format
-        return fmt == "channels_last" or (fmt == "auto" and self.channels_last_by_default)
+    # Batches are (N, C, D, H, W) crops; SegmentationTask's are (N, C, H, W) slices.
+    batch_dims = 5
 
-    # The book's models on CPU (oneDNN) run faster channels-last: Conv3d
-    # 2-10x (cls, mal), the 2D U-Net ~1.1-1.3x (seg; `torchlite bench --only
-    # "training steps"`). Any task can say otherwise.
-    channels_last_by_default = True
+    def memory_format(self) -> torch.memory_format:
+        """The model's and its batches' memory format (--memory-format). `auto` is
+        models/layout.py's rule, the one analysis and export follow: channels-last
+        on a CPU, where oneDNN runs the book's models faster that way (Conv3d
+        2-10x for cls and mal, the 2D U-Net ~1.1-1.3x; `torchlite bench --only
+        "training steps"`), contiguous on CUDA."""
+        fmt = self.args.memory_format
+        if fmt == "contiguous":
+            return torch.contiguous_format
+        if fmt == "channels_last":
+            return {4: torch.channels_last, 5: torch.channels_last_3d}[self.batch_dims]
+        return fast_layout(self.batch_dims, self.args.device)
 
     def trainable_parameters(self, model: nn.Module):
         return [p for p in model.parameters() if p.requires_grad]
@@ -222,8 +229,7 @@ class _PatchTask(Task):
         y = batch.label.to(device, non_blocking=True)
         if augment is not None:
             x = augment(x)
-        if self.channels_last():
-            x = x.contiguous(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=self.memory_format())
         logits, _ = model(x)
         loss = F.cross_entropy(logits.float(), y, reduction="none")
         probs = torch.softmax(logits.detach().float(), dim=1)[:, 1]
@@ -306,6 +312,7 @@ class SegmentationAugment:
 
 class SegmentationTask(Task):
     name = "seg"
+    batch_dims = 4
     Accumulator = SegmentationAccumulator
 
     def build_model(self) -> nn.Module:
@@ -333,8 +340,7 @@ class SegmentationTask(Task):
         mask = batch.mask.to(device, non_blocking=True)
         if augment is not None:
             ct, mask = augment(ct, mask)
-        if self.channels_last():
-            ct = ct.contiguous(memory_format=torch.channels_last)
+        ct = ct.contiguous(memory_format=self.memory_format())
         pred = model(ct)
         loss = dice_loss(pred.float(), mask, fn_weight=SEG_FN_WEIGHT)
         counts = metrics.segmentation_counts(pred, mask)

@@ -122,8 +122,7 @@ def _torchlite_loop(task_name: str, extra: list[str]):
     augment = task.batch_augment(train_ds, 0)
     torch.manual_seed(0)
     model = task.build_model()
-    if task.channels_last():
-        model = model.to(memory_format=torch.channels_last_3d if task_name != "seg" else torch.channels_last)
+    model = model.to(memory_format=task.memory_format())
     model.train()
     optimizer = make_optimizer(args.optimizer, task.trainable_parameters(model), args.lr)
     device = torch.device("cpu")
