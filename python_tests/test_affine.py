@@ -84,6 +84,28 @@ def test_plane_path_equals_voxel_path(padding):
     torch.testing.assert_close(plane, voxel, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("padding", PADDINGS)
+def test_plane_path_equals_voxel_path_at_and_beyond_the_edges(padding):
+    # The plane path reads every sample's upper corners at +1 into a ring of
+    # pad voxels (with weight 0 at a clamped border edge; both corners pad
+    # beyond a zeros/fill edge) where the per-voxel path clamps the corner.
+    # Same values, for inf and NaN voxels on the edges too, and for positions
+    # far beyond every edge.
+    x = torch.randn(3, 1, 6, 9, 10, generator=_gen(6))
+    x[0, 0, :, -1, :] = float("inf")  # the last row
+    x[1, 0, :, :, 0] = float("nan")  # the first column
+    x[2, 0, :, :, -1] = -float("inf")  # the last column
+    theta = _book_theta(3, seed=7).double()
+    theta[:, :2, :2] *= 2.5  # zoomed out: many positions beyond the edges
+    theta[0, 0, 3], theta[1, 1, 3] = 1.7, -1.9
+    nudged = theta.clone()
+    nudged[:, 2, 0] = 1e-12
+    plane = affine3d(x, theta, padding=padding, fill=0.5)
+    voxel = affine3d(x, nudged, padding=padding, fill=0.5)
+    assert not torch.isfinite(plane).all()  # the edges were read
+    torch.testing.assert_close(plane, voxel, rtol=0, atol=1e-5, equal_nan=True)
+
+
 def test_large_planes_are_tiled():
     # Output planes beyond 2^16 voxels are split into tiles (for threads)
     # instead of taking the plane path: same result.

@@ -5,13 +5,13 @@
 // i.e. the book's augmentation), every voxel of output plane kz blends the
 // same two source planes with the same weight. So the two planes are blended
 // once, over the bounding box of the plane's footprint (clipped and
-// converted to float on the way), into a small buffer with a one-voxel ring
+// converted to float on the way), into a small buffer with a two-voxel ring
 // of pad values around it; the output plane is then interpolated
-// bilinearly from that buffer (L1/L2-resident) in a branch-free loop:
-// - border: corner indices are clamped to the box, as grid_sample clamps;
-// - zeros/fill: corner indices are clamped to the ring, which reads pad.
-// kernels::trilinear_* blend z first too, so this path does the same float
-// operations as the per-voxel path and the CUDA kernel.
+// bilinearly from that buffer (L1/L2-resident) in a branch-free loop whose
+// upper corners are always the lower ones + 1 (see kRing for why that gives
+// the values of clamped corners). kernels::trilinear_* blend z first too,
+// so this path does the same float operations as the per-voxel path and the
+// CUDA kernel.
 #pragma once
 
 
@@ -27,12 +27,21 @@
 namespace torchlite {
 namespace cpu {
 
-// Per output voxel: offset of corner (y0, x0) in the ringed box, the deltas
-// to y1 and x1 (0 where clamped), and the weights.
+// The blended box has a ring of kRing pad voxels on every side, so the upper
+// corner of every sample is the lower one + 1 on each axis, whatever the
+// padding:
+// - border: the lower corner is in [0, size-1]; at size-1 (a position
+//   clamped to the edge) the upper one is in the ring, with weight 0, which
+//   gives the edge value as the per-voxel kernels' clamped corner does
+//   (a + 0 * (b - a) == a; NaN and inf spread the same way);
+// - zeros/fill: the lower corner is clamped to [-2, size]; then both corners
+//   of a position beyond the edge are pad, as they are in the source.
+constexpr int32_t kRing = 2;
+
+// Per output voxel: offset of corner (y0, x0) in the ringed box, and the
+// weights of (y1, x1).
 struct alignas(64) PlanePlan {
   int32_t offset[kTile];
-  int32_t dy[kTile];
-  int32_t dx[kTile];
   float wy[kTile];
   float wx[kTile];
 };
@@ -58,32 +67,22 @@ struct PlaneScratch {
   bool have_plan = false;
 };
 
-// One axis of a row segment: lower corner c0, delta c1 - c0, weight.
+// One axis of a row segment: lower corner c0 (see kRing) and the weight of
+// the upper one.
 template <Padding P>
 inline void plane_axis(double base, double step, int32_t k0, int len, int32_t size, int32_t* __restrict c0,
-                       int32_t* __restrict delta, float* __restrict w) {
+                       float* __restrict w) {
   for (int j = 0; j < len; ++j) {
     const kernels::AxisSample s = kernels::axis_sample<P>(base + static_cast<double>(k0 + j) * step, size);
-    int32_t lo, hi;
-    if (P == Padding::kBorder) {  // position already clamped to [0, size-1]
-      lo = s.i0;
-      hi = std::min(s.i0 + 1, size - 1);
-    } else {  // the ring at -1 and size reads pad
-      lo = std::min(std::max(s.i0, -1), size);
-      hi = std::min(std::max(s.i0 + 1, -1), size);
-    }
-    c0[j] = lo;
-    delta[j] = hi - lo;
+    // border: already in [0, size-1]; zeros/fill: in [-2, size+1], clamped.
+    c0[j] = P == Padding::kBorder ? s.i0 : std::min(s.i0, size);
     w[j] = s.w1;
   }
 }
 
 inline void plane_offsets(int len, int32_t stride, const int32_t* __restrict cy, const int32_t* __restrict cx,
-                          int32_t* __restrict offset, int32_t* __restrict dy) {
-  for (int j = 0; j < len; ++j) {
-    offset[j] = cy[j] * stride + cx[j];
-    dy[j] *= stride;
-  }
+                          int32_t* __restrict offset) {
+  for (int j = 0; j < len; ++j) offset[j] = cy[j] * stride + cx[j];
 }
 
 // Plans elements [s0, s0 + n) of an h x w output plane through the 2-D map.
@@ -96,19 +95,35 @@ inline void plan_plane(const kernels::VoxelMap<2>& map, int32_t w, int32_t bh, i
     const int32_t ky = static_cast<int32_t>(s / w), kx0 = static_cast<int32_t>(s % w);
     const int len = static_cast<int>(std::min<int64_t>(w - kx0, n - d));
     const double ky_d = static_cast<double>(ky);
-    plane_axis<P>(map.b[0] + map.m[0][0] * ky_d, map.m[0][1], kx0, len, bh, cy + d, plan.dy + d, plan.wy + d);
-    plane_axis<P>(map.b[1] + map.m[1][0] * ky_d, map.m[1][1], kx0, len, bw, cx + d, plan.dx + d, plan.wx + d);
-    plane_offsets(len, stride, cy + d, cx + d, plan.offset + d, plan.dy + d);
+    plane_axis<P>(map.b[0] + map.m[0][0] * ky_d, map.m[0][1], kx0, len, bh, cy + d, plan.wy + d);
+    plane_axis<P>(map.b[1] + map.m[1][0] * ky_d, map.m[1][1], kx0, len, bw, cx + d, plan.wx + d);
+    plane_offsets(len, stride, cy + d, cx + d, plan.offset + d);
     d += len;
   }
 }
 
-inline void gather_plane(const PlanePlan& plan, int n, const float* __restrict box, float* __restrict out) {
+// The upper x corner is always the lower one + 1 (kRing), so on a
+// little-endian machine each row's two corners come in one 8-byte load: GCC
+// builds its vectors of gathered values lane by lane, and halving the loads
+// halved the cost of this loop (affine3d on the book's batch: 10.5 -> 7.2 ms
+// without noise).
+inline void gather_plane(const PlanePlan& plan, int n, const float* __restrict box, int32_t stride,
+                         float* __restrict out) {
   for (int j = 0; j < n; ++j) {
-    const int32_t o = plan.offset[j], dx = plan.dx[j], dy = plan.dy[j];
+    const float* p = box + plan.offset[j];
     const float wx = plan.wx[j];
-    out[j] = kernels::lerp(kernels::lerp(box[o], box[o + dx], wx), kernels::lerp(box[o + dy], box[o + dy + dx], wx),
-                           plan.wy[j]);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t top, bottom;  // (p[0], p[1]) and (p[stride], p[stride + 1])
+    std::memcpy(&top, p, sizeof top);
+    std::memcpy(&bottom, p + stride, sizeof bottom);
+    const float v00 = kernels::bits_float(static_cast<uint32_t>(top));
+    const float v01 = kernels::bits_float(static_cast<uint32_t>(top >> 32));
+    const float v10 = kernels::bits_float(static_cast<uint32_t>(bottom));
+    const float v11 = kernels::bits_float(static_cast<uint32_t>(bottom >> 32));
+#else
+    const float v00 = p[0], v01 = p[1], v10 = p[stride], v11 = p[stride + 1];
+#endif
+    out[j] = kernels::lerp(kernels::lerp(v00, v01, wx), kernels::lerp(v10, v11, wx), plan.wy[j]);
   }
 }
 
@@ -291,8 +306,8 @@ inline bool run_plane(const Job<3>& job, int64_t n_img, int32_t kz, const src_t*
   int32_t box_lo[2], box_hi[2];
   if (!plane_footprint(job, map, kz, map2, box_lo, box_hi)) return false;
   const int32_t bh = box_hi[0] - box_lo[0] + 1, bw = box_hi[1] - box_lo[1] + 1;
-  const int32_t stride = bw + 2;
-  const int64_t ringed = static_cast<int64_t>(bh + 2) * stride;
+  const int32_t stride = bw + 2 * kRing;
+  const int64_t ringed = static_cast<int64_t>(bh + 2 * kRing) * stride;
   if (ringed > 4 * static_cast<int64_t>(h) * w + 4096) return false;  // sparse footprint: the blend would not pay
 
   // Blend the two source planes over the box, every channel; ring = pad.
@@ -328,10 +343,10 @@ inline bool run_plane(const Job<3>& job, int64_t n_img, int32_t kz, const src_t*
     const src_t* image = src + n_img * job.src_image_stride + c * job.src_channel_stride;
     const src_t* corner = image + static_cast<int64_t>(box_lo[0]) * sy + static_cast<int64_t>(box_lo[1]) * sx;
     float* ring = scratch.blended.data() + c * ringed;
-    std::fill(ring, ring + stride, pad);
-    std::fill(ring + (bh + 1) * static_cast<int64_t>(stride), ring + ringed, pad);
+    std::fill(ring, ring + kRing * stride, pad);
+    std::fill(ring + (bh + kRing) * static_cast<int64_t>(stride), ring + ringed, pad);
     for (int32_t r = 0; r < bh; ++r) {
-      float* row_out = ring + static_cast<int64_t>(r + 1) * stride;
+      float* row_out = ring + static_cast<int64_t>(r + kRing) * stride;
       int32_t x0 = 0, x1 = bw - 1;
       if (trim) {
         x0 = scratch.span_lo[r];
@@ -341,11 +356,11 @@ inline bool run_plane(const Job<3>& job, int64_t n_img, int32_t kz, const src_t*
         std::fill(row_out, row_out + stride, pad);
         continue;
       }
-      std::fill(row_out, row_out + 1 + x0, pad);
-      std::fill(row_out + 2 + x1, row_out + stride, pad);
+      std::fill(row_out, row_out + kRing + x0, pad);
+      std::fill(row_out + kRing + 1 + x1, row_out + stride, pad);
       const src_t* row = corner + r * sy + x0 * sx;
       blend_row<Clip>(zc.in0 ? row + zc.i0 * sz : row, zc.in1 ? row + zc.i1 * sz : row, sx, zc.in0, zc.in1, z.w1,
-                      pad, job.clip_lo, job.clip_hi, x1 - x0 + 1, row_out + 1 + x0);
+                      pad, job.clip_lo, job.clip_hi, x1 - x0 + 1, row_out + kRing + x0);
     }
   }
 
@@ -372,8 +387,8 @@ inline bool run_plane(const Job<3>& job, int64_t n_img, int32_t kz, const src_t*
     for (int64_t c = 0; c < job.channels; ++c) {
       const int64_t e0 = (n_img * job.channels + c) * spatial + kz * plane + d;
       float* dst = chunk_buffer(out, e0, buffer);
-      // Points at box voxel (0, 0), so ring indices -1 and size are in range.
-      gather_plane(plan, n, scratch.blended.data() + c * ringed + stride + 1, dst);
+      // Points at box voxel (0, 0), so ring indices -2 .. size+1 are in range.
+      gather_plane(plan, n, scratch.blended.data() + c * ringed + kRing * stride + kRing, stride, dst);
       if (job.noise_std != 0.f) add_noise(dst, e0, n, job.key, job.noise_std);
       finish_chunk(dst, e0, n, out);
     }
