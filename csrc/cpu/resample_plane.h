@@ -223,6 +223,14 @@ inline bool plane_footprint(const Job<3>& job, const kernels::VoxelMap<3>& map, 
   return true;
 }
 
+// The source z of output plane kz (the plane path's maps keep it constant
+// over the plane): the lower of the two source planes it blends, and the
+// upper one's weight.
+template <Padding P>
+inline kernels::AxisSample plane_z(const Job<3>& job, const kernels::VoxelMap<3>& map, int32_t kz) {
+  return kernels::axis_sample<P>(map.b[0] + map.m[0][0] * static_cast<double>(kz), job.src_size[0]);
+}
+
 // How many output planes ahead run_plane asks for the source planes (see
 // prefetch_plane). Measured on the book's workload (sample_patches3d from a
 // cold 300x512x512 scan): no prefetch 36 ms, 1 plane ahead 29 ms, 2 ahead
@@ -253,9 +261,7 @@ inline void prefetch_plane(const Job<3>& job, int64_t n_img, int32_t kz, const s
                         known->hi[0] == box_hi[0] && known->hi[1] == box_hi[1];
   const int32_t* span_lo = same_box ? known->span_lo : nullptr;
   const int32_t* span_hi = same_box ? known->span_hi : nullptr;
-  const double pz = map.b[0] + map.m[0][0] * static_cast<double>(kz);
-  const kernels::AxisCorners zc = kernels::axis_corners<P>(kernels::axis_sample<P>(pz, job.src_size[0]).i0,
-                                                           job.src_size[0]);
+  const kernels::AxisCorners zc = kernels::axis_corners<P>(plane_z<P>(job, map, kz).i0, job.src_size[0]);
   const int64_t sz = job.src_stride[0], sy = job.src_stride[1], sx = job.src_stride[2];
   const src_t* corner = src + n_img * job.src_image_stride + static_cast<int64_t>(box_lo[0]) * sy +
                         static_cast<int64_t>(box_lo[1]) * sx;
@@ -293,8 +299,7 @@ inline bool run_plane(const Job<3>& job, int64_t n_img, int32_t kz, const src_t*
   if (ringed > 4 * static_cast<int64_t>(h) * w + 4096) return false;  // sparse footprint: the blend would not pay
 
   // Blend the two source planes over the box, every channel; ring = pad.
-  const double pz = map.b[0] + map.m[0][0] * static_cast<double>(kz);
-  const kernels::AxisSample z = kernels::axis_sample<P>(pz, job.src_size[0]);
+  const kernels::AxisSample z = plane_z<P>(job, map, kz);
   const kernels::AxisCorners zc = kernels::axis_corners<P>(z.i0, job.src_size[0]);
   scratch.blended.resize(static_cast<size_t>(ringed * job.channels));
   const int64_t sz = job.src_stride[0], sy = job.src_stride[1], sx = job.src_stride[2];
